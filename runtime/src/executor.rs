@@ -1,0 +1,54 @@
+//! The code that runs inside the sandbox right before the workload's `execve`.
+//!
+//! libcontainer re-opens a host `/dev/null` passed as stdio from inside the container, but
+//! read-only, so every write to a stdout or stderr that was `/dev/null` fails with EBADF. Here,
+//! after that re-open, any such descriptor is opened again read-write.
+
+use std::os::fd::AsRawFd;
+
+use libcontainer::oci_spec::runtime::Spec;
+use libcontainer::workload::default::DefaultExecutor;
+use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::sys::stat::{fstat, SFlag};
+
+/// paddock's workload executor.
+#[derive(Clone, Default)]
+pub struct SandboxExecutor;
+
+impl Executor for SandboxExecutor {
+    fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
+        fix_dev_null_stdio();
+        DefaultExecutor {}.exec(spec)
+    }
+
+    fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {
+        DefaultExecutor {}.validate(spec)
+    }
+}
+
+fn fix_dev_null_stdio() {
+    let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    else {
+        return;
+    };
+    let Ok(null_stat) = fstat(null.as_raw_fd()) else {
+        return;
+    };
+    for fd in 0..3 {
+        let Ok(st) = fstat(fd) else { continue };
+        let is_char = SFlag::from_bits_truncate(st.st_mode).contains(SFlag::S_IFCHR);
+        if !is_char || st.st_rdev != null_stat.st_rdev {
+            continue;
+        }
+        let Ok(flags) = fcntl(fd, FcntlArg::F_GETFL) else {
+            continue;
+        };
+        if OFlag::from_bits_truncate(flags) & OFlag::O_ACCMODE != OFlag::O_RDWR {
+            let _ = nix::unistd::dup2(null.as_raw_fd(), fd);
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! paddock's sandbox engine.
+//!
+//! A library first: the `paddock` binary (runc's command line) and the containerd shim are thin
+//! fronts over it. Sandboxes are created, started and torn down through [`sandbox`]; the pure
+//! decisions (id rules, annotation policy, signal names, cgroup placement) live in their own
+//! modules and are unit-tested without root.
+//!
+//! ```no_run
+//! use paddock_runtime::sandbox::{self, CreateOptions};
+//! use std::path::Path;
+//!
+//! let root = Path::new("/run/paddock");
+//! let created = sandbox::create(root, "web-0", &CreateOptions::new("/srv/bundles/web"))?;
+//! sandbox::start(root, "web-0")?;
+//! sandbox::kill(root, "web-0", "TERM", true)?;
+//! sandbox::delete(root, "web-0", true)?;
+//! # let _ = created;
+//! # Ok::<(), paddock_runtime::Error>(())
+//! ```
+
+pub mod bundle;
+pub mod cgroups;
+pub mod error;
+pub mod executor;
+pub mod id;
+pub mod policy;
+pub mod sandbox;
+pub mod signal;
+pub mod stats;
+pub mod store;
+pub mod teardown;
+
+pub use error::Error;
+
+/// Where sandbox state lives when the caller gives no `--root`.
+pub const DEFAULT_ROOT: &str = "/run/paddock";

@@ -1,0 +1,357 @@
+//! The policy step: a pure function from (spec, annotations, sandbox id) to the spec paddock
+//! hands to the engine. No I/O here, so every rule is unit-tested without root.
+//!
+//! Recognised annotations (see DESIGN.md): `io.paddock.app` names the tenant and so the cgroup
+//! parent; `io.paddock.pids` sets the pids limit. Any other `io.paddock.*` key is refused at
+//! create rather than silently ignored: a platform asking for a limit must get it or an error.
+
+use std::collections::HashMap;
+
+use oci_spec::runtime::{LinuxPidsBuilder, LinuxResources, Spec};
+
+use crate::error::{Error, Result};
+
+pub const ANNOTATION_PREFIX: &str = "io.paddock.";
+pub const APP: &str = "io.paddock.app";
+pub const PIDS: &str = "io.paddock.pids";
+
+/// The app a sandbox belongs to when `io.paddock.app` is absent.
+pub const DEFAULT_APP: &str = "default";
+/// The cgroup directory under which paddock places sandboxes that name no cgroupsPath.
+pub const CGROUP_ROOT: &str = "paddock";
+/// `PATH` given to a process whose spec has none (libcontainer requires one).
+pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// What the annotations ask for, parsed and checked.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Annotations {
+    pub app: Option<String>,
+    pub pids: Option<i64>,
+}
+
+/// The outcome of the policy step for one sandbox.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The spec to run: the caller's, with paddock's rewrites applied.
+    pub spec: Spec,
+    /// Absolute cgroup path of the sandbox, relative to each hierarchy's root.
+    pub cgroups_path: String,
+    /// The app (tenant) of the sandbox when paddock chose the cgroup placement.
+    pub app: Option<String>,
+}
+
+/// Parses the `io.paddock.*` annotations. Unknown keys under the prefix are errors.
+pub fn parse_annotations(all: Option<&HashMap<String, String>>) -> Result<Annotations> {
+    let mut out = Annotations::default();
+    let Some(all) = all else { return Ok(out) };
+    let mut keys: Vec<&String> = all
+        .keys()
+        .filter(|k| k.starts_with(ANNOTATION_PREFIX))
+        .collect();
+    keys.sort();
+    for key in keys {
+        let value = &all[key];
+        let bad = |reason: &str| Error::Annotation {
+            key: key.clone(),
+            value: value.clone(),
+            reason: reason.to_string(),
+        };
+        match key.as_str() {
+            APP => {
+                validate_app(value).map_err(bad)?;
+                out.app = Some(value.clone());
+            }
+            PIDS => {
+                let n: i64 = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad("not a whole number"))?;
+                if n < 1 {
+                    return Err(bad("must be at least 1"));
+                }
+                out.pids = Some(n);
+            }
+            _ => return Err(bad("unknown paddock annotation")),
+        }
+    }
+    Ok(out)
+}
+
+fn validate_app(app: &str) -> std::result::Result<(), &'static str> {
+    if app.is_empty() {
+        return Err("empty app name");
+    }
+    if app.len() > 128 {
+        return Err("app name longer than 128 bytes");
+    }
+    if app.starts_with('.') {
+        return Err("app name starts with '.'");
+    }
+    if !app
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    {
+        return Err("app name may hold only letters, digits and _ - .");
+    }
+    Ok(())
+}
+
+/// Normalises a cgroupsPath given by the caller. Relative paths are taken from the hierarchy's
+/// root (paddock never nests sandboxes under its caller's own cgroup, which belongs to someone
+/// else); systemd's `slice:prefix:name` form becomes the cgroupfs path systemd would use.
+pub fn normalize_cgroups_path(raw: &str, systemd: bool) -> Result<String> {
+    let bad = |reason| Error::CgroupsPath {
+        path: raw.to_string(),
+        reason,
+    };
+    let path = if raw.contains(':') {
+        if !systemd {
+            return Err(bad("systemd form slice:prefix:name needs --systemd-cgroup"));
+        }
+        let parts: Vec<&str> = raw.split(':').collect();
+        let [slice, prefix, name] = parts.as_slice() else {
+            return Err(bad("expected slice:prefix:name"));
+        };
+        if name.is_empty() {
+            return Err(bad("empty name in slice:prefix:name"));
+        }
+        let slice = if slice.is_empty() {
+            "system.slice"
+        } else {
+            slice
+        };
+        let unit = if prefix.is_empty() {
+            format!("{name}.scope")
+        } else {
+            format!("{prefix}-{name}.scope")
+        };
+        format!("/{}/{unit}", expand_slice(slice).map_err(bad)?)
+    } else {
+        raw.to_string()
+    };
+    let mut clean = String::new();
+    for part in path.split('/').filter(|p| !p.is_empty() && *p != ".") {
+        if part == ".." {
+            return Err(bad("contains '..'"));
+        }
+        clean.push('/');
+        clean.push_str(part);
+    }
+    if clean.is_empty() {
+        return Err(bad("names the root cgroup"));
+    }
+    Ok(clean)
+}
+
+/// `a-b-c.slice` lives at `a.slice/a-b.slice/a-b-c.slice`, as systemd lays slices out.
+fn expand_slice(slice: &str) -> std::result::Result<String, &'static str> {
+    let Some(stem) = slice.strip_suffix(".slice") else {
+        return Err("slice name must end in .slice");
+    };
+    if stem.is_empty() || stem == "-" {
+        return Ok(String::new());
+    }
+    if stem.starts_with('-') || stem.ends_with('-') || stem.contains("--") || stem.contains('/') {
+        return Err("malformed slice name");
+    }
+    let mut out = Vec::new();
+    let mut prefix = String::new();
+    for part in stem.split('-') {
+        if !prefix.is_empty() {
+            prefix.push('-');
+        }
+        prefix.push_str(part);
+        out.push(format!("{prefix}.slice"));
+    }
+    Ok(out.join("/"))
+}
+
+/// The default placement: `/paddock/<app>/<id>`.
+pub fn default_cgroups_path(app: &str, id: &str) -> String {
+    format!("/{CGROUP_ROOT}/{app}/{id}")
+}
+
+/// Applies paddock's rules to a caller's spec.
+pub fn plan(mut spec: Spec, id: &str, systemd: bool) -> Result<Plan> {
+    let ann = parse_annotations(spec.annotations().as_ref())?;
+    let mut linux = spec.linux().clone().unwrap_or_default();
+
+    let (cgroups_path, app) = match linux.cgroups_path() {
+        Some(p) => (normalize_cgroups_path(&p.to_string_lossy(), systemd)?, None),
+        None => {
+            let app = ann.app.clone().unwrap_or_else(|| DEFAULT_APP.to_string());
+            (default_cgroups_path(&app, id), Some(app))
+        }
+    };
+    linux.set_cgroups_path(Some(cgroups_path.clone().into()));
+
+    if let Some(limit) = ann.pids {
+        let mut resources: LinuxResources = linux.resources().clone().unwrap_or_default();
+        let pids = LinuxPidsBuilder::default()
+            .limit(limit)
+            .build()
+            .map_err(|e| Error::Invalid(format!("pids limit {limit}: {e}")))?;
+        resources.set_pids(Some(pids));
+        linux.set_resources(Some(resources));
+    }
+    spec.set_linux(Some(linux));
+
+    if let Some(mut process) = spec.process().clone() {
+        let mut env = process.env().clone().unwrap_or_default();
+        if !env.iter().any(|e| e.starts_with("PATH=")) {
+            env.push(DEFAULT_PATH.to_string());
+            process.set_env(Some(env));
+            spec.set_process(Some(process));
+        }
+    }
+    Ok(Plan {
+        spec,
+        cgroups_path,
+        app,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::{LinuxBuilder, ProcessBuilder, SpecBuilder};
+
+    fn spec_with(annotations: &[(&str, &str)], cgroups_path: Option<&str>) -> Spec {
+        let mut linux = LinuxBuilder::default();
+        if let Some(p) = cgroups_path {
+            linux = linux.cgroups_path(p);
+        }
+        let mut b = SpecBuilder::default()
+            .process(
+                ProcessBuilder::default()
+                    .args(vec!["sh".to_string()])
+                    .env(vec!["TERM=xterm".to_string()])
+                    .build()
+                    .unwrap_or_default(),
+            )
+            .linux(linux.build().unwrap_or_default());
+        if !annotations.is_empty() {
+            b = b.annotations(
+                annotations
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect::<HashMap<_, _>>(),
+            );
+        }
+        b.build().unwrap_or_default()
+    }
+
+    #[test]
+    fn default_placement_uses_app() {
+        let p = plan(spec_with(&[], None), "web-0", false).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.cgroups_path, "/paddock/default/web-0");
+        assert_eq!(p.app.as_deref(), Some("default"));
+        let p = plan(spec_with(&[(APP, "shop")], None), "web-1", false)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.cgroups_path, "/paddock/shop/web-1");
+        let got = p
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().clone());
+        assert_eq!(got, Some("/paddock/shop/web-1".into()));
+    }
+
+    #[test]
+    fn explicit_path_is_honoured() {
+        let p = plan(
+            spec_with(&[(APP, "shop")], Some("/k8s/pod1/c1")),
+            "c1",
+            false,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.cgroups_path, "/k8s/pod1/c1");
+        assert_eq!(p.app, None);
+        let p = plan(spec_with(&[], Some("rel/x")), "x", false).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.cgroups_path, "/rel/x");
+    }
+
+    #[test]
+    fn bad_paths_are_refused() {
+        for p in ["/a/../b", "/", "", "a:b:c"] {
+            assert!(normalize_cgroups_path(p, false).is_err(), "{p}");
+        }
+        assert!(normalize_cgroups_path("a.slice:b", true).is_err());
+        assert!(normalize_cgroups_path("bad:b:c", true).is_err());
+    }
+
+    #[test]
+    fn systemd_paths_expand() {
+        assert_eq!(
+            normalize_cgroups_path("kubepods-besteffort.slice:cri-containerd:abc", true).ok(),
+            Some("/kubepods.slice/kubepods-besteffort.slice/cri-containerd-abc.scope".to_string())
+        );
+        assert_eq!(
+            normalize_cgroups_path(":paddock:x", true).ok(),
+            Some("/system.slice/paddock-x.scope".to_string())
+        );
+    }
+
+    #[test]
+    fn path_env_is_injected_once() {
+        let p = plan(spec_with(&[], None), "a", false).unwrap_or_else(|e| panic!("{e}"));
+        let env = p
+            .spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.env().clone())
+            .unwrap_or_default();
+        assert_eq!(env.iter().filter(|e| e.starts_with("PATH=")).count(), 1);
+        let again = plan(p.spec, "a", false).unwrap_or_else(|e| panic!("{e}"));
+        let env = again
+            .spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.env().clone())
+            .unwrap_or_default();
+        assert_eq!(env.iter().filter(|e| e.starts_with("PATH=")).count(), 1);
+    }
+
+    #[test]
+    fn pids_annotation_sets_limit() {
+        let p =
+            plan(spec_with(&[(PIDS, "64")], None), "a", false).unwrap_or_else(|e| panic!("{e}"));
+        let limit = p
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.resources().as_ref())
+            .and_then(|r| r.pids().as_ref())
+            .map(|p| p.limit());
+        assert_eq!(limit, Some(64));
+    }
+
+    #[test]
+    fn bad_annotations_name_the_key() {
+        for (k, v) in [
+            (PIDS, "-1"),
+            (PIDS, "0"),
+            (PIDS, "lots"),
+            (APP, ""),
+            (APP, "a/b"),
+            (APP, ".."),
+            ("io.paddock.bogus", "1"),
+        ] {
+            let err = match plan(spec_with(&[(k, v)], None), "a", false) {
+                Ok(_) => panic!("{k}={v} accepted"),
+                Err(e) => e.to_string(),
+            };
+            assert!(err.contains(k), "{err}");
+        }
+    }
+
+    #[test]
+    fn foreign_annotations_pass() {
+        let p = plan(
+            spec_with(&[("io.kubernetes.cri.sandbox-id", "x")], None),
+            "a",
+            false,
+        );
+        assert!(p.is_ok());
+    }
+}

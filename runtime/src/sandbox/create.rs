@@ -1,0 +1,127 @@
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::syscall::syscall::SyscallType;
+
+use super::{delete, NodeLock};
+use crate::bundle;
+use crate::error::{Error, Result};
+use crate::executor::SandboxExecutor;
+use crate::id;
+use crate::policy;
+use crate::store::{Record, Store};
+
+/// Options of `create` (runc's flags).
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    pub bundle: PathBuf,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub preserve_fds: i32,
+    pub no_pivot: bool,
+    pub systemd_cgroup: bool,
+    /// `false` when the caller stays attached (`run` without `--detach`).
+    pub detach: bool,
+}
+
+impl CreateOptions {
+    pub fn new(bundle: impl Into<PathBuf>) -> Self {
+        Self {
+            bundle: bundle.into(),
+            detach: true,
+            ..Self::default()
+        }
+    }
+}
+
+/// Creates a sandbox from a bundle and returns the pid of its init, which waits for `start`.
+/// On any failure everything created so far is torn down again.
+pub fn create(root: &Path, sandbox: &str, opts: &CreateOptions) -> Result<i32> {
+    id::validate(sandbox)?;
+    let store = Store::new(root);
+    if store.exists(sandbox) {
+        return Err(Error::Exists(sandbox.to_string()));
+    }
+    let bundle_dir = fs::canonicalize(&opts.bundle).map_err(|e| Error::Bundle {
+        path: opts.bundle.clone(),
+        reason: match e.kind() {
+            std::io::ErrorKind::NotFound => "does not exist".into(),
+            _ => e.to_string(),
+        },
+    })?;
+    let spec = bundle::load_spec(&bundle_dir)?;
+    let rootfs = bundle::rootfs(&bundle_dir, &spec)?;
+    let mut plan = policy::plan(spec, sandbox, opts.systemd_cgroup)?;
+    if let Some(mut r) = plan.spec.root().clone() {
+        r.set_path(rootfs.clone());
+        plan.spec.set_root(Some(r));
+    }
+
+    let record_dir = store.create(sandbox)?;
+    let record = Record {
+        id: sandbox.to_string(),
+        bundle: bundle_dir,
+        rootfs,
+        cgroups_path: plan.cgroups_path.clone(),
+        app: plan.app.clone(),
+    };
+    let result = store
+        .write(&record)
+        .and_then(|()| write_spec(&record_dir, &plan.spec))
+        .and_then(|()| build(root, sandbox, &record_dir, opts, plan.app.is_some()));
+    match result {
+        Ok(pid) => Ok(pid),
+        Err(err) => {
+            if let Err(cleanup) = delete(root, sandbox, true) {
+                tracing::error!(id = sandbox, "cleanup after failed create: {cleanup}");
+            }
+            Err(err)
+        }
+    }
+}
+
+fn write_spec(dir: &Path, spec: &oci_spec::runtime::Spec) -> Result<()> {
+    let path = dir.join("config.json");
+    let data = serde_json::to_vec(spec)
+        .map_err(|e| Error::Invalid(format!("encode {}: {e}", path.display())))?;
+    fs::write(&path, data).map_err(|e| Error::io("write", path, e))
+}
+
+fn build(
+    root: &Path,
+    sandbox: &str,
+    record_dir: &Path,
+    opts: &CreateOptions,
+    shared_parent: bool,
+) -> Result<i32> {
+    // A delete removing an emptied /paddock/<app> must not race this create's mkdir under it.
+    let _lock = if shared_parent {
+        Some(NodeLock::take(false)?)
+    } else {
+        None
+    };
+    let fail = |e: &(dyn std::error::Error + 'static)| Error::container("create", sandbox, e);
+    let container = ContainerBuilder::new(sandbox.to_string(), SyscallType::default())
+        .with_root_path(root)
+        .map_err(|e| fail(&e))?
+        .with_pid_file(opts.pid_file.as_ref())
+        .map_err(|e| fail(&e))?
+        .with_console_socket(opts.console_socket.as_ref())
+        .with_preserved_fds(opts.preserve_fds)
+        .with_executor(SandboxExecutor)
+        .as_init(record_dir)
+        .with_systemd(false)
+        .with_detach(opts.detach)
+        .with_no_pivot(opts.no_pivot)
+        .build()
+        .map_err(|e| fail(&e))?;
+    container
+        .pid()
+        .map(|p| p.as_raw())
+        .ok_or_else(|| Error::Container {
+            op: "create",
+            id: sandbox.to_string(),
+            reason: "no init pid after create".into(),
+        })
+}

@@ -1,0 +1,75 @@
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::ContainerStatus;
+use libcontainer::syscall::syscall::SyscallType;
+
+use super::{wrong_state, Loaded};
+use crate::error::{Error, Result};
+use crate::executor::SandboxExecutor;
+
+/// Options of `exec` (runc's flags).
+#[derive(Debug, Clone, Default)]
+pub struct ExecOptions {
+    /// A process.json; when given, `args` and the other process fields are ignored.
+    pub process: Option<PathBuf>,
+    pub args: Vec<String>,
+    pub env: HashMap<String, String>,
+    pub cwd: Option<PathBuf>,
+    pub user: Option<u32>,
+    pub group: Option<u32>,
+    pub additional_gids: Vec<u32>,
+    pub capabilities: Vec<String>,
+    pub no_new_privs: bool,
+    pub console_socket: Option<PathBuf>,
+    pub pid_file: Option<PathBuf>,
+    pub preserve_fds: i32,
+    pub detach: bool,
+}
+
+/// Runs an extra process in a created or running sandbox and returns its pid.
+pub fn exec(root: &Path, sandbox: &str, opts: &ExecOptions) -> Result<i32> {
+    let loaded = Loaded::open(root, sandbox)?;
+    let status = loaded.status();
+    if !matches!(status, ContainerStatus::Created | ContainerStatus::Running) {
+        return Err(wrong_state(sandbox, status, "exec", "running"));
+    }
+    if opts.process.is_none() && opts.args.is_empty() {
+        return Err(Error::Invalid(
+            "exec needs a command or --process".to_string(),
+        ));
+    }
+    if let Some(p) = &opts.process {
+        if !p.exists() {
+            return Err(Error::io(
+                "read process spec",
+                p,
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            ));
+        }
+    }
+    let fail = |e: &(dyn std::error::Error + 'static)| Error::container("exec in", sandbox, e);
+    let pid = ContainerBuilder::new(sandbox.to_string(), SyscallType::default())
+        .with_root_path(root)
+        .map_err(|e| fail(&e))?
+        .with_pid_file(opts.pid_file.as_ref())
+        .map_err(|e| fail(&e))?
+        .with_console_socket(opts.console_socket.as_ref())
+        .with_preserved_fds(opts.preserve_fds)
+        .with_executor(SandboxExecutor)
+        .as_tenant()
+        .with_detach(opts.detach)
+        .with_cwd(opts.cwd.as_ref())
+        .with_env(opts.env.clone())
+        .with_process(opts.process.as_ref())
+        .with_no_new_privs(opts.no_new_privs)
+        .with_capabilities(opts.capabilities.clone())
+        .with_container_args(opts.args.clone())
+        .with_user(opts.user)
+        .with_group(opts.group)
+        .with_additional_gids(opts.additional_gids.clone())
+        .build()
+        .map_err(|e| fail(&e))?;
+    Ok(pid.as_raw())
+}

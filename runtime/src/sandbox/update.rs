@@ -1,0 +1,34 @@
+use std::path::{Path, PathBuf};
+
+use libcgroups::common::{CgroupConfig, CgroupManager, ControllerOpt};
+use oci_spec::runtime::LinuxResources;
+
+use super::{wrong_state, Loaded};
+use crate::error::{Error, Result};
+
+/// Applies new resource limits to a live sandbox.
+pub fn update(root: &Path, sandbox: &str, resources: &LinuxResources) -> Result<()> {
+    let loaded = Loaded::open(root, sandbox)?;
+    let status = loaded.status();
+    if status == libcontainer::container::ContainerStatus::Stopped {
+        return Err(wrong_state(sandbox, status, "update", "running"));
+    }
+    let Some(path) = loaded.cgroups_path() else {
+        return Err(wrong_state(sandbox, status, "update", "running"));
+    };
+    let fail = |e: &(dyn std::error::Error + 'static)| Error::container("update", sandbox, e);
+    let manager = libcgroups::common::create_cgroup_manager(CgroupConfig {
+        cgroup_path: PathBuf::from(path),
+        systemd_cgroup: false,
+        container_name: sandbox.to_string(),
+    })
+    .map_err(|e| fail(&e))?;
+    manager
+        .apply(&ControllerOpt {
+            resources,
+            disable_oom_killer: false,
+            oom_score_adj: None,
+            freezer_state: None,
+        })
+        .map_err(|e| fail(&e))
+}

@@ -1,0 +1,156 @@
+//! paddock's own record of each sandbox, beside libcontainer's state: `<root>/.paddock/<id>/`
+//! holds the spec paddock rewrote (`config.json`, the bundle libcontainer runs) and
+//! `sandbox.json` (the caller's bundle, the cgroup path, the app). The record is written before
+//! anything is created on the host, so `delete --force` can always find what to tear down.
+
+use std::fs;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+const RECORDS: &str = ".paddock";
+const RECORD_FILE: &str = "sandbox.json";
+
+/// What paddock remembers of a sandbox.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Record {
+    pub id: String,
+    /// The bundle the caller gave (state reports this one).
+    pub bundle: PathBuf,
+    /// The rootfs, absolute.
+    pub rootfs: PathBuf,
+    /// The cgroup path in every hierarchy.
+    pub cgroups_path: String,
+    /// The app, when paddock chose the placement `/paddock/<app>/<id>`.
+    pub app: Option<String>,
+}
+
+/// The state directory given by `--root`.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    pub fn new(root: &Path) -> Self {
+        Self {
+            root: root.to_path_buf(),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// libcontainer's directory for the sandbox.
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.root.join(id)
+    }
+
+    /// paddock's directory for the sandbox; it doubles as the bundle libcontainer runs.
+    pub fn record_dir(&self, id: &str) -> PathBuf {
+        self.root.join(RECORDS).join(id)
+    }
+
+    pub fn exists(&self, id: &str) -> bool {
+        self.container_dir(id).exists() || self.record_dir(id).exists()
+    }
+
+    /// Creates the record directory; fails if the sandbox exists.
+    pub fn create(&self, id: &str) -> Result<PathBuf> {
+        let parent = self.root.join(RECORDS);
+        fs::create_dir_all(&parent).map_err(|e| Error::io("create", &parent, e))?;
+        if self.container_dir(id).exists() {
+            return Err(Error::Exists(id.to_string()));
+        }
+        let dir = self.record_dir(id);
+        match fs::create_dir(&dir) {
+            Ok(()) => Ok(dir),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(Error::Exists(id.to_string())),
+            Err(e) => Err(Error::io("create", dir, e)),
+        }
+    }
+
+    pub fn write(&self, record: &Record) -> Result<()> {
+        let path = self.record_dir(&record.id).join(RECORD_FILE);
+        let tmp = path.with_extension("tmp");
+        let data = serde_json::to_vec(record)
+            .map_err(|e| Error::Invalid(format!("encode sandbox record: {e}")))?;
+        fs::write(&tmp, data).map_err(|e| Error::io("write", &tmp, e))?;
+        fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &path, e))
+    }
+
+    pub fn read(&self, id: &str) -> Result<Option<Record>> {
+        let path = self.record_dir(id).join(RECORD_FILE);
+        match fs::read(&path) {
+            Ok(data) => serde_json::from_slice(&data)
+                .map(Some)
+                .map_err(|e| Error::Invalid(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("read", path, e)),
+        }
+    }
+
+    /// Removes both directories of a sandbox. Idempotent.
+    pub fn remove(&self, id: &str) -> Result<()> {
+        for dir in [self.container_dir(id), self.record_dir(id)] {
+            match fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("remove", dir, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Ids of every sandbox under this root, sorted.
+    pub fn ids(&self) -> Result<Vec<String>> {
+        let mut ids = Vec::new();
+        for dir in [self.root.clone(), self.root.join(RECORDS)] {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io("list", dir, e)),
+            };
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !name.starts_with('.') && e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    ids.push(name);
+                }
+            }
+        }
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_round_trip_and_removal() {
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::new(tmp.path());
+        store.create("a").unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(store.create("a"), Err(Error::Exists(_))));
+        let rec = Record {
+            id: "a".into(),
+            bundle: "/b".into(),
+            rootfs: "/b/rootfs".into(),
+            cgroups_path: "/paddock/default/a".into(),
+            app: Some("default".into()),
+        };
+        store.write(&rec).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(store.read("a").ok().flatten(), Some(rec));
+        assert_eq!(store.ids().ok(), Some(vec!["a".to_string()]));
+        store.remove("a").unwrap_or_else(|e| panic!("{e}"));
+        store.remove("a").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(store.ids().ok(), Some(vec![]));
+        assert_eq!(store.read("a").ok(), Some(None));
+    }
+}
