@@ -40,6 +40,9 @@ pub fn parse_spec(path: &Path, data: &[u8]) -> Result<Spec> {
         path: path.to_path_buf(),
         reason,
     };
+    if data.trim_ascii_start().first() != Some(&b'{') {
+        return Err(bad("malformed: not a JSON object".into()));
+    }
     let spec: Spec = serde_json::from_slice(data).map_err(|e| bad(format!("malformed: {e}")))?;
     if !spec.version().starts_with("1.") {
         return Err(bad(format!(

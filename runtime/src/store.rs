@@ -61,16 +61,23 @@ impl Store {
 
     /// Creates the record directory; fails if the sandbox exists.
     pub fn create(&self, id: &str) -> Result<PathBuf> {
-        let parent = self.root.join(RECORDS);
-        fs::create_dir_all(&parent).map_err(|e| Error::io("create", &parent, e))?;
         if self.container_dir(id).exists() {
             return Err(Error::Exists(id.to_string()));
         }
+        let parent = self.root.join(RECORDS);
         let dir = self.record_dir(id);
-        match fs::create_dir(&dir) {
-            Ok(()) => Ok(dir),
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => Err(Error::Exists(id.to_string())),
-            Err(e) => Err(Error::io("create", dir, e)),
+        let mut tries = 0;
+        loop {
+            fs::create_dir_all(&parent).map_err(|e| Error::io("create", &parent, e))?;
+            match fs::create_dir(&dir) {
+                Ok(()) => return Ok(dir),
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                    return Err(Error::Exists(id.to_string()))
+                }
+                // A concurrent delete removed the emptied records directory meanwhile.
+                Err(e) if e.kind() == ErrorKind::NotFound && tries < 10 => tries += 1,
+                Err(e) => return Err(Error::io("create", dir, e)),
+            }
         }
     }
 
@@ -94,7 +101,8 @@ impl Store {
         }
     }
 
-    /// Removes both directories of a sandbox. Idempotent.
+    /// Removes both directories of a sandbox, and the records directory once it is empty.
+    /// Idempotent.
     pub fn remove(&self, id: &str) -> Result<()> {
         for dir in [self.container_dir(id), self.record_dir(id)] {
             match fs::remove_dir_all(&dir) {
@@ -103,6 +111,8 @@ impl Store {
                 Err(e) => return Err(Error::io("remove", dir, e)),
             }
         }
+        // Fails while other sandboxes have records; `create` retries if it loses this race.
+        let _ = fs::remove_dir(self.root.join(RECORDS));
         Ok(())
     }
 
