@@ -183,7 +183,12 @@ impl Containerd {
         let dir = tempfile::Builder::new()
             .prefix("paddock-test-ctd-")
             .tempdir_in(&base)
-            .map_err(|e| err(format!("cannot create a temp dir in {}: {e}", base.display())))?
+            .map_err(|e| {
+                err(format!(
+                    "cannot create a temp dir in {}: {e}",
+                    base.display()
+                ))
+            })?
             .keep();
         LIVE.fetch_add(1, Ordering::SeqCst);
         let (namespace, own_namespace) = match &config.namespace {
@@ -226,8 +231,8 @@ impl Containerd {
         if let Some(old) = std::env::var_os("PATH") {
             path.extend(std::env::split_paths(&old));
         }
-        let path = std::env::join_paths(path)
-            .map_err(|e| err(format!("bad PATH for containerd: {e}")))?;
+        let path =
+            std::env::join_paths(path).map_err(|e| err(format!("bad PATH for containerd: {e}")))?;
         let child = Command::new(CONTAINERD)
             .arg("--config")
             .arg(&config_path)
@@ -258,7 +263,10 @@ impl Containerd {
             }
             if me.address.exists() {
                 let out = run_with_timeout(
-                    Command::new(CTR).arg("--address").arg(&me.address).arg("version"),
+                    Command::new(CTR)
+                        .arg("--address")
+                        .arg(&me.address)
+                        .arg("version"),
                     Duration::from_secs(5),
                 );
                 if out.status.success() {
@@ -431,15 +439,23 @@ disabled_plugins = [
     }
 
     fn ctr_ns_timeout(&self, namespace: &str, args: &[&str], timeout: Duration) -> Output {
-        run_with_timeout(
-            Command::new(CTR)
-                .arg("--address")
-                .arg(&self.address)
-                .arg("--namespace")
-                .arg(namespace)
-                .args(args),
-            timeout,
-        )
+        run_with_timeout(&mut self.ctr_command_ns(namespace, args), timeout)
+    }
+
+    /// The `ctr --address <sock> --namespace <ns> ARGS` command, to spawn yourself (e.g. with
+    /// stdin piped; finish with [`wait_with_timeout`]).
+    pub fn ctr_command(&self, args: &[&str]) -> Command {
+        self.ctr_command_ns(&self.namespace, args)
+    }
+
+    fn ctr_command_ns(&self, namespace: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new(CTR);
+        cmd.arg("--address")
+            .arg(&self.address)
+            .arg("--namespace")
+            .arg(namespace)
+            .args(args);
+        cmd
     }
 
     /// The flags [`Containerd::ctr_run`] puts right after `run`: `--fifo-dir`, `--runtime`
@@ -473,17 +489,14 @@ disabled_plugins = [
 
     /// [`Containerd::ctr_run`] with another timeout.
     pub fn ctr_run_timeout(&self, args: &[&str], timeout: Duration) -> Output {
-        run_with_timeout(
-            Command::new(CTR)
-                .arg("--address")
-                .arg(&self.address)
-                .arg("--namespace")
-                .arg(&self.namespace)
-                .arg("run")
-                .args(self.run_flags())
-                .args(args),
-            timeout,
-        )
+        run_with_timeout(&mut self.ctr_run_command(args), timeout)
+    }
+
+    /// The `ctr … run <run_flags> ARGS` command, to spawn yourself.
+    pub fn ctr_run_command(&self, args: &[&str]) -> Command {
+        let mut cmd = self.ctr_command(&["run"]);
+        cmd.args(self.run_flags()).args(args);
+        cmd
     }
 
     /// Imports the busybox image (built once per test process by
@@ -532,15 +545,24 @@ disabled_plugins = [
                 found.push(format!("container {id}: mount {m} remains"));
             }
             if bundle.exists() {
-                found.push(format!("container {id}: bundle {} remains", bundle.display()));
+                found.push(format!(
+                    "container {id}: bundle {} remains",
+                    bundle.display()
+                ));
             }
             let state = self.runc_root().join(ns).join(id);
             if state.exists() {
-                found.push(format!("container {id}: runc state {} remains", state.display()));
+                found.push(format!(
+                    "container {id}: runc state {} remains",
+                    state.display()
+                ));
             }
             if let Some(sock) = self.shim_socket(ns, id) {
                 if sock.exists() {
-                    found.push(format!("container {id}: shim socket {} remains", sock.display()));
+                    found.push(format!(
+                        "container {id}: shim socket {} remains",
+                        sock.display()
+                    ));
                 }
             }
             for mnt in cgroup_mounts() {
@@ -551,7 +573,10 @@ disabled_plugins = [
             }
         }
         for pid in self.shim_pids() {
-            found.push(format!("shim pid {pid} ({}) still runs", cmdline_string(pid)));
+            found.push(format!(
+                "shim pid {pid} ({}) still runs",
+                cmdline_string(pid)
+            ));
         }
         found
     }
@@ -582,6 +607,7 @@ disabled_plugins = [
         let mut namespaces: BTreeSet<String> = BTreeSet::new();
         namespaces.insert(self.namespace.clone());
 
+        let mut known_shims: BTreeSet<i32> = self.shim_pids().into_iter().collect();
         let alive = self
             .child
             .as_mut()
@@ -658,12 +684,15 @@ disabled_plugins = [
 
         // 3. leftover shims of this containerd, by pid
         let shims = self.shim_pids();
+        known_shims.extend(shims.iter().copied());
         for pid in &shims {
             let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
         }
         if !wait_pids_gone(&shims, Duration::from_secs(5)) {
             problems.push(format!("shims {shims:?} survived SIGKILL"));
         }
+        let known_shims: Vec<i32> = known_shims.into_iter().collect();
+        reap_our_zombies(&known_shims);
 
         // 4. processes still in our containers' cgroups (their shim died), by pid
         let cgroup_roots = self.cgroup_dirs(&containers);
@@ -678,6 +707,7 @@ disabled_plugins = [
         if !wait_pids_gone(&victims, Duration::from_secs(5)) {
             problems.push(format!("container processes {victims:?} survived SIGKILL"));
         }
+        reap_our_zombies(&victims);
 
         // 5. mounts under our directory, deepest first, lazily
         for m in mounts_under(&self.dir).into_iter().rev() {
@@ -696,7 +726,8 @@ disabled_plugins = [
             let _guard = SHARED_DIR_LOCK
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            let last = LIVE.load(Ordering::SeqCst) <= 1;
+            // decrement under the lock, so that of two concurrent teardowns one sees itself last
+            let last = LIVE.fetch_sub(1, Ordering::SeqCst) <= 1;
             if last && RUN_CONTAINERD_PREEXISTED.get() == Some(&false) {
                 // rmdir only succeeds on empty directories: a shim of anyone else keeps them
                 let _ = fs::remove_dir(SHIM_SOCKET_DIR);
@@ -725,7 +756,6 @@ disabled_plugins = [
                 self.dir.display()
             ));
         }
-        LIVE.fetch_sub(1, Ordering::SeqCst);
 
         let fp = Footprint {
             dir: self.dir.clone(),
@@ -775,7 +805,10 @@ impl Drop for Containerd {
         }
         let fp = self.teardown();
         if !fp.problems.is_empty() {
-            eprintln!("paddock-tests: containerd teardown problems: {:?}", fp.problems);
+            eprintln!(
+                "paddock-tests: containerd teardown problems: {:?}",
+                fp.problems
+            );
         }
     }
 }
@@ -877,7 +910,10 @@ fn build_busybox_image() -> Result<PathBuf> {
         // that is never written again after this point; registering it has no other effect.
         let rc = unsafe { libc::atexit(remove_image_dir) };
         if rc != 0 {
-            eprintln!("paddock-tests: atexit failed; {} will remain", dir.display());
+            eprintln!(
+                "paddock-tests: atexit failed; {} will remain",
+                dir.display()
+            );
         }
     }
     let tar = dir.join("busybox.tar");
@@ -976,11 +1012,57 @@ pub fn wait_task_stopped(ctd: &Containerd, id: &str, timeout: Duration) -> Resul
     }
 }
 
+/// `ctr run --rm` of `sh -c 'read x; echo got-$x; cat; echo stdin-eof'` with ctr's stdin a
+/// pipe: once the task runs, writes `ping` and closes it. Checks the output (stdin data and EOF
+/// reached the task) and exit code 0.
+pub fn stdin_roundtrip(ctd: &Containerd, image: &str, id: &str) -> Result<()> {
+    let mut cmd = ctd.ctr_run_command(&[
+        "--rm",
+        image,
+        id,
+        "sh",
+        "-c",
+        "read x; echo got-$x; cat; echo stdin-eof",
+    ]);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| err(format!("cannot run {cmd:?}: {e}")))?;
+    let stdin = child.stdin.take();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut running = false;
+    while Instant::now() < deadline {
+        if matches!(task_status(ctd, id), Some((_, s)) if s == "RUNNING") {
+            running = true;
+            break;
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    if let Some(mut stdin) = stdin {
+        use std::io::Write;
+        // may fail if ctr died already; the output check below reports it
+        let _ = stdin.write_all(b"ping\n");
+    }
+    let out = wait_with_timeout(child, Duration::from_secs(20), "ctr run (stdin)");
+    check(
+        ctd,
+        running && out.status.success() && stdout_of(&out).contains("got-ping\nstdin-eof"),
+        "ctr run --rm sh -c 'read x; echo got-$x; cat; echo stdin-eof' with `ping` on stdin \
+         (want got-ping, stdin-eof, exit 0)",
+        &out,
+    )
+}
+
 /// Drives containerd's runc shim (`io.containerd.runc.v2`) with `binary` as its `BinaryName`
-/// through a private containerd: `ctr run --rm` with output and exit code 3, stdin EOF, `--null-io`
-/// (stdio on /dev/null must be writable), `ctr run -d` + `task kill -s SIGKILL` + `task delete`
-/// + `container rm`; then checks that no mount, shim, runc state, shim socket, cgroup, process or
-/// directory is left, during and after teardown.
+/// through a private containerd: `ctr run --rm` with output and exit code 3, stdin data + EOF
+/// ([`stdin_roundtrip`]), `--null-io` (stdio on /dev/null must be writable), `ctr run -d`,
+/// `task kill -s SIGKILL`, `task delete`, `container rm`; then checks that no mount, shim, runc
+/// state, shim socket, cgroup, process or directory is left, during and after teardown.
 pub fn exercise_runc_shim(binary: &Path) -> Result<ShimReport> {
     let mut report = ShimReport::default();
     let ctd = Containerd::start(ContainerdConfig {
@@ -1005,17 +1087,10 @@ pub fn exercise_runc_shim(binary: &Path) -> Result<ShimReport> {
         &out,
     )?;
 
-    // 2. stdin: ctr's stdin is /dev/null, so the task's stdin pipe must reach EOF
-    let out = ctd.ctr_run_timeout(
-        &["--rm", &image, "stdin-eof", "sh", "-c", "cat; echo stdin-eof"],
-        Duration::from_secs(30),
-    );
-    check(
-        &ctd,
-        out.status.success() && stdout_of(&out).contains("stdin-eof"),
-        "ctr run --rm sh -c 'cat; echo stdin-eof' (stdin must be at EOF)",
-        &out,
-    )?;
+    // 2. stdin: data and EOF must reach the task. (ctr only forwards EOF once the task
+    //    exists: an immediately-empty stdin such as /dev/null is never closed, so feed the
+    //    pipe after the task runs.)
+    stdin_roundtrip(&ctd, &image, "stdin")?;
 
     // 3. --null-io: the shim gives the runtime /dev/null (stdin O_RDONLY, stdout/err
     //    O_WRONLY); writes to stdout/stderr must succeed inside the container
@@ -1041,10 +1116,12 @@ pub fn exercise_runc_shim(binary: &Path) -> Result<ShimReport> {
     let out = ctd.ctr_run(&["-d", &image, id, "sleep", "1000"]);
     report.run_detached = t.elapsed();
     check(&ctd, out.status.success(), "ctr run -d sleep 1000", &out)?;
-    let (pid, status) = task_status(&ctd, id)
-        .ok_or_else(|| err(format!("ctr task ls does not list {id}")))?;
+    let (pid, status) =
+        task_status(&ctd, id).ok_or_else(|| err(format!("ctr task ls does not list {id}")))?;
     if status != "RUNNING" || pid == 0 {
-        return Err(err(format!("task {id}: pid {pid} status {status}, want RUNNING")));
+        return Err(err(format!(
+            "task {id}: pid {pid} status {status}, want RUNNING"
+        )));
     }
     let cgroup = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
     let want = format!("/{ns}/{id}");
@@ -1067,12 +1144,11 @@ pub fn exercise_runc_shim(binary: &Path) -> Result<ShimReport> {
     report.delete = t.elapsed();
 
     // 5. nothing of the four containers may remain while containerd still runs
-    let left = ctd.wait_containers_gone(
-        &["hello", "stdin-eof", "null-io", id],
-        Duration::from_secs(5),
-    );
+    let left = ctd.wait_containers_gone(&["hello", "stdin", "null-io", id], Duration::from_secs(5));
     if !left.is_empty() {
-        return Err(err(format!("leftovers after deleting containers: {left:#?}")));
+        return Err(err(format!(
+            "leftovers after deleting containers: {left:#?}"
+        )));
     }
     let out = ctd.ctr(&["containers", "ls", "-q"]);
     if !stdout_of(&out).trim().is_empty() {
@@ -1091,7 +1167,8 @@ pub fn exercise_runc_shim(binary: &Path) -> Result<ShimReport> {
 }
 
 /// More of the runc CLI through the shim: `ctr task exec` (output, exit code), `ctr task ps`,
-/// `ctr task pause`/`resume`, `ctr task metrics`, then kill/delete and the leak checks.
+/// `ctr task pause`/`resume`, `ctr task metrics`, then kill/delete, a second container left
+/// running for the teardown to remove, and the leak checks.
 pub fn exercise_runc_shim_extras(binary: &Path) -> Result<()> {
     let ctd = Containerd::start(ContainerdConfig {
         runc_binary: Some(binary.to_path_buf()),
@@ -1104,7 +1181,15 @@ pub fn exercise_runc_shim_extras(binary: &Path) -> Result<()> {
     let fifo = ctd.fifo_dir();
     let fifo = fifo.to_string_lossy();
     let out = ctd.ctr(&[
-        "tasks", "exec", "--fifo-dir", &fifo, "--exec-id", "e1", id, "sh", "-c",
+        "tasks",
+        "exec",
+        "--fifo-dir",
+        &fifo,
+        "--exec-id",
+        "e1",
+        id,
+        "sh",
+        "-c",
         "echo exec-ok; exit 4",
     ]);
     check(
@@ -1139,8 +1224,19 @@ pub fn exercise_runc_shim_extras(binary: &Path) -> Result<()> {
     check(&ctd, out.status.success(), "ctr container rm", &out)?;
     let left = ctd.wait_containers_gone(&[id], Duration::from_secs(5));
     if !left.is_empty() {
-        return Err(err(format!("leftovers after deleting containers: {left:#?}")));
+        return Err(err(format!(
+            "leftovers after deleting containers: {left:#?}"
+        )));
     }
+    // a container still running at teardown: stop() must kill and remove it (ctr task rm -f,
+    // ctr container rm) and leave nothing
+    let out = ctd.ctr_run(&["-d", &image, "left-running", "sleep", "1000"]);
+    check(
+        &ctd,
+        out.status.success(),
+        "ctr run -d (left running)",
+        &out,
+    )?;
     let leaks = ctd.stop().leaks();
     if !leaks.is_empty() {
         return Err(err(format!("leaks after containerd teardown: {leaks:#?}")));
@@ -1184,16 +1280,20 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Output {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            return Output {
-                status: ExitStatus::from_raw(127 << 8),
-                stdout: Vec::new(),
-                stderr: format!("[harness] cannot run {cmd:?}: {e}").into_bytes(),
-            }
-        }
-    };
+    match cmd.spawn() {
+        Ok(child) => wait_with_timeout(child, timeout, &format!("{cmd:?}")),
+        Err(e) => Output {
+            status: ExitStatus::from_raw(127 << 8),
+            stdout: Vec::new(),
+            stderr: format!("[harness] cannot run {cmd:?}: {e}").into_bytes(),
+        },
+    }
+}
+
+/// Collects a spawned child's piped stdout/stderr and status, killing it after `timeout`
+/// (then exit code 124, `what` and the reason appended to stderr). Exit code 125 if the status
+/// was collected by another `waitpid(-1)` of this process (e.g. a subreaper's reaper).
+pub fn wait_with_timeout(mut child: Child, timeout: Duration, what: &str) -> Output {
     let reader = |pipe: Option<Box<dyn Read + Send>>| {
         pipe.map(|mut p| {
             thread::spawn(move || {
@@ -1203,8 +1303,18 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Output {
             })
         })
     };
-    let out_t = reader(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
-    let err_t = reader(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let out_t = reader(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err_t = reader(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
     let deadline = Instant::now() + timeout;
     let mut nap = Duration::from_millis(1);
     let status = loop {
@@ -1214,10 +1324,24 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Output {
                 thread::sleep(nap);
                 nap = (nap * 2).min(Duration::from_millis(20));
             }
-            _ => {
+            Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();
                 break None;
+            }
+            Err(e) => {
+                // ECHILD: another waitpid(-1) in this process took the status; the pid is gone
+                let stdout = out_t.and_then(|t| t.join().ok()).unwrap_or_default();
+                let mut stderr = err_t.and_then(|t| t.join().ok()).unwrap_or_default();
+                stderr.extend_from_slice(
+                    format!("\n[harness] exit status of {what} lost ({e}): reaped elsewhere")
+                        .as_bytes(),
+                );
+                return Output {
+                    status: ExitStatus::from_raw(125 << 8),
+                    stdout,
+                    stderr,
+                };
             }
         }
     };
@@ -1231,7 +1355,7 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Output {
         },
         None => {
             stderr.extend_from_slice(
-                format!("\n[harness] {cmd:?} timed out after {timeout:?}; killed").as_bytes(),
+                format!("\n[harness] {what} timed out after {timeout:?}; killed").as_bytes(),
             );
             Output {
                 status: ExitStatus::from_raw(124 << 8),
@@ -1242,31 +1366,50 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Output {
     }
 }
 
+/// SIGTERM, `grace`, SIGKILL; by pid, our child. An `Err` from `try_wait` means somebody
+/// else's `waitpid(-1)` (a subreaper test's reaper) collected it: it is gone, do not signal the pid.
 fn stop_child(child: &mut Child, grace: Duration) -> Result<()> {
     let Ok(pid) = i32::try_from(child.id()) else {
         return Err(err("containerd pid out of range"));
     };
-    if let Ok(Some(_)) = child.try_wait() {
-        return Ok(());
+    match child.try_wait() {
+        Ok(Some(_)) | Err(_) => return Ok(()),
+        Ok(None) => {}
     }
     let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
     let deadline = Instant::now() + grace;
     loop {
         match child.try_wait() {
-            Ok(Some(_)) => return Ok(()),
+            Ok(Some(_)) | Err(_) => return Ok(()),
             Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(10)),
             Ok(None) => break,
-            Err(e) => return Err(err(format!("cannot wait for containerd {pid}: {e}"))),
         }
     }
     let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-    child
-        .wait()
-        .map(|_| ())
-        .map_err(|e| err(format!("cannot reap containerd {pid}: {e}")))?;
+    let _ = child.wait();
     Err(err(format!(
         "containerd {pid} ignored SIGTERM for {grace:?}; killed"
     )))
+}
+
+/// Reaps `pids` that are zombie children of this process (shims and container processes
+/// reparent to us when the test process is a child subreaper). Only these pids, never -1.
+fn reap_our_zombies(pids: &[i32]) {
+    let me = std::process::id();
+    for pid in pids {
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.first() == Some(&"Z")
+            && fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(me)
+        {
+            let _ = nix::sys::wait::waitpid(Pid::from_raw(*pid), None);
+        }
+    }
 }
 
 fn toml_str(s: &str) -> String {
@@ -1340,7 +1483,9 @@ fn unescape_mount(s: &str) -> String {
         if b[i] == b'\\' && i + 4 <= b.len() {
             let oct = &b[i + 1..i + 4];
             if oct.iter().all(|c| (b'0'..=b'7').contains(c)) {
-                let v = oct.iter().fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
+                let v = oct
+                    .iter()
+                    .fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
                 if let Ok(v) = u8::try_from(v) {
                     out.push(v);
                     i += 4;
@@ -1441,7 +1586,8 @@ fn alive(pid: i32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         // the state follows the ")" closing the command name; Z = zombie, X = dead
         Ok(stat) => !matches!(
-            stat.rsplit_once(')').and_then(|(_, r)| r.trim_start().chars().next()),
+            stat.rsplit_once(')')
+                .and_then(|(_, r)| r.trim_start().chars().next()),
             Some('Z') | Some('X') | None
         ),
         Err(_) => false,

@@ -181,13 +181,20 @@ pub fn assert_no_leak(before: &HostSnapshot, root: &Path, cgroup_rel: &str) {
             let extra_cg: Vec<_> = after.cgroups.difference(&before.cgroups).collect();
             let gone_cg: Vec<_> = before.cgroups.difference(&after.cgroups).collect();
             let extra_state: Vec<_> = after.state.difference(&before.state).collect();
+            let gone_state: Vec<_> = before.state.difference(&after.state).collect();
+            let gone_mounts: Vec<_> = before
+                .mounts
+                .iter()
+                .filter(|m| !after.mounts.contains(m))
+                .collect();
             let zinfo: Vec<String> = new_zombies
                 .iter()
                 .map(|p| fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default())
                 .collect();
             panic!(
-                "leak: zombies {zinfo:?} mounts {extra_mounts:?}, cgroups {extra_cg:?} (gone {gone_cg:?}), \
-                 state {extra_state:?}, zombies {new_zombies:?}"
+                "leak: zombies {zinfo:?}, mounts {extra_mounts:?}, cgroups {extra_cg:?} (gone {gone_cg:?}), \
+                 state {extra_state:?} (gone {gone_state:?}), zombies {new_zombies:?}, \
+                 mounts gone {gone_mounts:?}"
             );
         }
         std::thread::sleep(Duration::from_millis(20));

@@ -43,10 +43,19 @@ enum Command {
 fn main() -> ExitCode {
     let opts = match Opts::try_parse() {
         Ok(o) => o,
-        Err(e) => {
-            let code = if e.use_stderr() { 1 } else { 0 };
+        Err(e) if !e.use_stderr() => {
             let _ = e.print();
-            return ExitCode::from(code);
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // One line, as for every other error; `--help` has the details.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!(
+                "paddock: {} (see --help)",
+                first.trim_start_matches("error: ")
+            );
+            return ExitCode::from(1);
         }
     };
     let format = match opts.global.log_format.as_deref() {
