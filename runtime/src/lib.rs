@@ -23,6 +23,7 @@ pub mod cgroups;
 pub mod error;
 pub mod executor;
 pub mod id;
+pub mod network;
 pub mod policy;
 pub mod sandbox;
 pub mod signal;

@@ -9,6 +9,7 @@ use crate::bundle;
 use crate::error::{Error, Result};
 use crate::executor::SandboxExecutor;
 use crate::id;
+use crate::network;
 use crate::policy;
 use crate::store::{Record, Store};
 
@@ -69,7 +70,13 @@ pub fn create(root: &Path, sandbox: &str, opts: &CreateOptions) -> Result<i32> {
     let result = store
         .write(&record)
         .and_then(|()| write_spec(&record_dir, &plan.spec))
-        .and_then(|()| build(root, sandbox, &record_dir, opts, plan.app.is_some()));
+        .and_then(|()| build(root, sandbox, &record_dir, opts, plan.app.is_some()))
+        .and_then(|pid| {
+            if new_network_namespace(&plan.spec) {
+                network::loopback_up(pid)?;
+            }
+            Ok(pid)
+        });
     match result {
         Ok(pid) => Ok(pid),
         Err(err) => {
@@ -79,6 +86,18 @@ pub fn create(root: &Path, sandbox: &str, opts: &CreateOptions) -> Result<i32> {
             Err(err)
         }
     }
+}
+
+/// A network namespace of its own (not one joined by path).
+fn new_network_namespace(spec: &oci_spec::runtime::Spec) -> bool {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| {
+            ns.iter().any(|n| {
+                n.typ() == oci_spec::runtime::LinuxNamespaceType::Network && n.path().is_none()
+            })
+        })
 }
 
 fn write_spec(dir: &Path, spec: &oci_spec::runtime::Spec) -> Result<()> {

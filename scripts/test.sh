@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The whole test suite, as root on Debian 12: installs what it needs, builds, runs the unit
+# tests and the root integration tests (real kernel, cgroups, containerd), then checks that
+# the run left nothing on the machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+if [ "$(id -u)" -ne 0 ]; then
+  echo "test.sh: run as root (the integration tests use real namespaces and cgroups)" >&2
+  exit 1
+fi
+scripts/install-deps.sh
+
+leftovers() {
+  { find /sys/fs/cgroup/*/paddock /sys/fs/cgroup/paddock -mindepth 1 -type d 2>/dev/null || true
+    grep paddock /proc/self/mountinfo | awk '{print "mount " $5}' || true
+    losetup -a 2>/dev/null | grep paddock | sed 's/^/loop /' || true
+    ps -eo pid=,stat=,args= | grep -E 'paddock|containerd-shim' | grep -v -E 'grep|scripts/test.sh|cargo|target/debug/deps' \
+      | awk '$2 !~ /^Z/ {print "process " $0}' || true
+  } | sort
+}
+before=$(leftovers)
+
+cargo build --workspace --all-targets --locked
+# Integration tests share node-wide state (mounts, cgroup trees) and compare it before and
+# after: one test at a time.
+cargo test --workspace --locked -- --test-threads=1
+
+after=$(leftovers)
+new=$(comm -13 <(echo "$before") <(echo "$after") | sed '/^$/d')
+if [ -n "$new" ]; then
+  echo "test.sh: the suite left these behind:" >&2
+  echo "$new" >&2
+  exit 1
+fi
+echo "test.sh: nothing left behind"
