@@ -2,18 +2,36 @@
 //! hands to the engine. No I/O here, so every rule is unit-tested without root.
 //!
 //! Recognised annotations (see DESIGN.md): `io.paddock.app` names the tenant and so the cgroup
-//! parent; `io.paddock.pids` sets the pids limit. Any other `io.paddock.*` key is refused at
-//! create rather than silently ignored: a platform asking for a limit must get it or an error.
+//! parent; `io.paddock.app.memory` limits the memory of all the app's instances together;
+//! `io.paddock.oom` picks the OOM policy; `io.paddock.pids` sets the pids limit. Any other
+//! `io.paddock.*` key is refused at create rather than silently ignored: a platform asking for a
+//! limit must get it or an error.
+//!
+//! Memory follows warden's contract: a limit without a swap value gets no swap at all
+//! (`swap` = `limit`, i.e. v1 `memsw` = limit, v2 `memory.swap.max` = 0).
 
 use std::collections::HashMap;
 
-use oci_spec::runtime::{LinuxPidsBuilder, LinuxResources, Spec};
+use oci_spec::runtime::{LinuxMemory, LinuxPidsBuilder, LinuxResources, Spec};
 
 use crate::error::{Error, Result};
 
 pub const ANNOTATION_PREFIX: &str = "io.paddock.";
 pub const APP: &str = "io.paddock.app";
+pub const APP_MEMORY: &str = "io.paddock.app.memory";
+pub const OOM: &str = "io.paddock.oom";
 pub const PIDS: &str = "io.paddock.pids";
+
+/// What happens when the kernel OOM-kills a process of the sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OomPolicy {
+    /// The whole sandbox ends (warden's behaviour).
+    #[default]
+    Kill,
+    /// The kernel's choice of victim stands; the rest keeps running.
+    Kernel,
+}
 
 /// The app a sandbox belongs to when `io.paddock.app` is absent.
 pub const DEFAULT_APP: &str = "default";
@@ -26,6 +44,8 @@ pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/u
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Annotations {
     pub app: Option<String>,
+    pub app_memory: Option<u64>,
+    pub oom: OomPolicy,
     pub pids: Option<i64>,
 }
 
@@ -38,6 +58,9 @@ pub struct Plan {
     pub cgroups_path: String,
     /// The app (tenant) of the sandbox when paddock chose the cgroup placement.
     pub app: Option<String>,
+    /// Memory limit of the app level, for all its instances together.
+    pub app_memory: Option<u64>,
+    pub oom: OomPolicy,
 }
 
 /// Parses the `io.paddock.*` annotations. Unknown keys under the prefix are errors.
@@ -60,6 +83,16 @@ pub fn parse_annotations(all: Option<&HashMap<String, String>>) -> Result<Annota
             APP => {
                 validate_app(value).map_err(bad)?;
                 out.app = Some(value.clone());
+            }
+            APP_MEMORY => {
+                out.app_memory = Some(crate::size::parse_bytes(value).map_err(|e| bad(&e))?);
+            }
+            OOM => {
+                out.oom = match value.trim() {
+                    "kill" => OomPolicy::Kill,
+                    "kernel" => OomPolicy::Kernel,
+                    _ => return Err(bad("expected kill or kernel")),
+                };
             }
             PIDS => {
                 let n: i64 = value
@@ -184,16 +217,26 @@ pub fn plan(mut spec: Spec, id: &str, systemd: bool) -> Result<Plan> {
         }
     };
     linux.set_cgroups_path(Some(cgroups_path.clone().into()));
+    if ann.app_memory.is_some() && app.is_none() {
+        return Err(Error::Annotation {
+            key: APP_MEMORY.into(),
+            value: String::new(),
+            reason: "needs paddock's placement: the spec names its own linux.cgroupsPath".into(),
+        });
+    }
 
+    let mut resources: LinuxResources = linux.resources().clone().unwrap_or_default();
     if let Some(limit) = ann.pids {
-        let mut resources: LinuxResources = linux.resources().clone().unwrap_or_default();
         let pids = LinuxPidsBuilder::default()
             .limit(limit)
             .build()
             .map_err(|e| Error::Invalid(format!("pids limit {limit}: {e}")))?;
         resources.set_pids(Some(pids));
-        linux.set_resources(Some(resources));
     }
+    if let Some(memory) = *resources.memory() {
+        resources.set_memory(Some(memory_contract(memory)?));
+    }
+    linux.set_resources(Some(resources));
     spec.set_linux(Some(linux));
 
     if let Some(mut process) = spec.process().clone() {
@@ -208,7 +251,39 @@ pub fn plan(mut spec: Spec, id: &str, systemd: bool) -> Result<Plan> {
         spec,
         cgroups_path,
         app,
+        app_memory: ann.app_memory,
+        oom: ann.oom,
     })
+}
+
+/// Checks a memory section and applies the no-swap default. `-1` means unlimited, as in OCI.
+pub fn memory_contract(mut memory: LinuxMemory) -> Result<LinuxMemory> {
+    let bad = |what: &str, v: i64, reason: &str| {
+        Err(Error::Invalid(format!(
+            "linux.resources.memory.{what} {v}: {reason}"
+        )))
+    };
+    let limit = memory.limit();
+    match limit {
+        Some(l) if l < -1 || l == 0 => return bad("limit", l, "must be positive or -1"),
+        _ => {}
+    }
+    match (limit, memory.swap()) {
+        (_, Some(s)) if s < -1 || s == 0 => return bad("swap", s, "must be positive or -1"),
+        (Some(l), Some(s)) if l > 0 && s != -1 && s < l => {
+            return bad("swap", s, &format!("smaller than the memory limit {l}"))
+        }
+        (Some(l), None) if l > 0 => {
+            memory.set_swap(Some(l));
+        }
+        _ => {}
+    }
+    if let Some(r) = memory.reservation() {
+        if r < -1 {
+            return bad("reservation", r, "must be positive or -1");
+        }
+    }
+    Ok(memory)
 }
 
 #[cfg(test)]
@@ -343,6 +418,86 @@ mod tests {
             };
             assert!(err.contains(k), "{err}");
         }
+    }
+
+    fn with_memory(limit: Option<i64>, swap: Option<i64>) -> Result<Plan> {
+        let mut spec = spec_with(&[], None);
+        let mut m = LinuxMemory::default();
+        m.set_limit(limit);
+        m.set_swap(swap);
+        let mut r = LinuxResources::default();
+        r.set_memory(Some(m));
+        let mut linux = spec.linux().clone().unwrap_or_default();
+        linux.set_resources(Some(r));
+        spec.set_linux(Some(linux));
+        plan(spec, "m", false)
+    }
+
+    fn swap_of(p: &Plan) -> Option<i64> {
+        p.spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.resources().as_ref())
+            .and_then(|r| r.memory().as_ref())
+            .and_then(|m| m.swap())
+    }
+
+    #[test]
+    fn no_swap_unless_asked() {
+        let p = with_memory(Some(64 << 20), None).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(swap_of(&p), Some(64 << 20));
+        let p = with_memory(Some(64 << 20), Some(128 << 20)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(swap_of(&p), Some(128 << 20));
+        let p = with_memory(Some(64 << 20), Some(-1)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(swap_of(&p), Some(-1));
+        let p = with_memory(Some(-1), None).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(swap_of(&p), None);
+    }
+
+    #[test]
+    fn bad_memory_values() {
+        for (l, s, want) in [
+            (Some(-5), None, "limit -5"),
+            (Some(0), None, "limit 0"),
+            (
+                Some(64 << 20),
+                Some(32 << 20),
+                "smaller than the memory limit",
+            ),
+            (Some(64 << 20), Some(-2), "swap -2"),
+        ] {
+            match with_memory(l, s) {
+                Ok(_) => panic!("{l:?}/{s:?} accepted"),
+                Err(e) => assert!(e.to_string().contains(want), "{e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn oom_and_app_memory_annotations() {
+        let p = plan(
+            spec_with(&[(OOM, "kernel"), (APP_MEMORY, "256M")], None),
+            "a",
+            false,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.oom, OomPolicy::Kernel);
+        assert_eq!(p.app_memory, Some(256 << 20));
+        let p = plan(spec_with(&[], None), "a", false).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.oom, OomPolicy::Kill);
+        for (k, v) in [
+            (OOM, "maybe"),
+            (APP_MEMORY, "-1"),
+            (APP_MEMORY, "1Q"),
+            (APP_MEMORY, "0"),
+        ] {
+            assert!(
+                plan(spec_with(&[(k, v)], None), "a", false).is_err(),
+                "{k}={v}"
+            );
+        }
+        let explicit = plan(spec_with(&[(APP_MEMORY, "1G")], Some("/k8s/x")), "x", false);
+        assert!(explicit.is_err(), "app memory with a caller's cgroupsPath");
     }
 
     #[test]

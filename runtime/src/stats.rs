@@ -114,12 +114,12 @@ fn is_zero(v: &u64) -> bool {
 
 /// One line of `paddock events`: `{"type":"stats","id":…,"data":…}` or `{"type":"oom",…}`.
 #[derive(Debug, Serialize)]
-pub struct Event<'a> {
+pub struct Event<'a, T: Serialize> {
     #[serde(rename = "type")]
     pub kind: &'a str,
     pub id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub data: Option<Stats>,
+    pub data: Option<T>,
 }
 
 /// Reads the statistics of the cgroup at `cgroups_path`.
@@ -228,7 +228,7 @@ mod tests {
         assert_eq!(v["data"]["memory"]["usage"]["limit"], 64);
         assert_eq!(v["data"]["memory"]["usage"]["usage"], 10);
         assert_eq!(v["data"]["pids"]["current"], 3);
-        let oom = Event {
+        let oom: Event<'_, Stats> = Event {
             kind: "oom",
             id: "a",
             data: None,

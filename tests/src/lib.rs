@@ -305,6 +305,26 @@ impl World {
         }
     }
 
+    /// Starts `paddock --root <root> args…` in the background with stdout to a file.
+    pub fn spawn(&self, args: &[&str]) -> Background {
+        let n = self.counter.get();
+        self.counter.set(n + 1);
+        let out = self.path().join(format!("bg.{n}"));
+        let file = File::create(&out).unwrap_or_else(|e| panic!("create {out:?}: {e}"));
+        let err = File::create(out.with_extension("err"))
+            .unwrap_or_else(|e| panic!("create {out:?}.err: {e}"));
+        let child = Command::new(paddock_bin())
+            .arg("--root")
+            .arg(&self.root)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn paddock: {e}"));
+        Background { child, out }
+    }
+
     /// `paddock state` as JSON.
     pub fn state(&self, id: &str) -> serde_json::Value {
         let r = self.paddock(&["state", id]);
@@ -353,6 +373,41 @@ impl Default for World {
 impl Drop for World {
     fn drop(&mut self) {
         self.cleanup();
+    }
+}
+
+/// A paddock process running in the background (e.g. `events`).
+pub struct Background {
+    child: std::process::Child,
+    out: PathBuf,
+}
+
+impl Background {
+    /// What it printed so far.
+    pub fn output(&self) -> String {
+        fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    /// What it printed on stderr so far.
+    pub fn errors(&self) -> String {
+        fs::read_to_string(self.out.with_extension("err")).unwrap_or_default()
+    }
+
+    /// Waits until it exits on its own (reaped here or by [`reap_orphans`]).
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let pid = self.child.id() as i32;
+        eventually(timeout, || match self.child.try_wait() {
+            Ok(Some(_)) => true,
+            Ok(None) => false,
+            Err(_) => !alive(pid),
+        })
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -6,9 +6,12 @@ use libcontainer::syscall::syscall::SyscallType;
 
 use super::{delete, NodeLock};
 use crate::bundle;
+use crate::cgroups::{Layout, SandboxCgroup};
 use crate::error::{Error, Result};
 use crate::executor::SandboxExecutor;
 use crate::id;
+use crate::memory;
+use crate::monitor;
 use crate::network;
 use crate::policy;
 use crate::store::{Record, Store};
@@ -75,6 +78,7 @@ pub fn create(root: &Path, sandbox: &str, opts: &CreateOptions) -> Result<i32> {
             if new_network_namespace(&plan.spec) {
                 network::loopback_up(pid)?;
             }
+            settle(&record, &plan, &record_dir, pid)?;
             Ok(pid)
         });
     match result {
@@ -86,6 +90,33 @@ pub fn create(root: &Path, sandbox: &str, opts: &CreateOptions) -> Result<i32> {
             Err(err)
         }
     }
+}
+
+/// What paddock adds around the engine once the init exists: app-level memory, the v2 OOM
+/// group, and the monitor (exit status, OOM events, OOM policy).
+fn settle(record: &Record, plan: &policy::Plan, record_dir: &Path, init: i32) -> Result<()> {
+    let cg = SandboxCgroup::new(Layout::detect()?, &record.cgroups_path);
+    let app_cgroup = plan
+        .app
+        .as_ref()
+        .map(|app| format!("/{}/{app}", policy::CGROUP_ROOT));
+    if let (Some(limit), Some(app)) = (plan.app_memory, &app_cgroup) {
+        memory::set_limit(&cg.layout, app, limit)?;
+    }
+    if plan.oom == policy::OomPolicy::Kill {
+        if let Some(dir) = cg.v2_dir() {
+            let file = dir.join("memory.oom.group");
+            fs::write(&file, "1").map_err(|e| Error::io("write", file, e))?;
+        }
+    }
+    monitor::spawn(&monitor::Watch {
+        record_dir,
+        cgroup: &cg,
+        app_cgroup,
+        init,
+        policy: plan.oom,
+    })?;
+    Ok(())
 }
 
 /// A network namespace of its own (not one joined by path).

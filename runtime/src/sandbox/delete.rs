@@ -4,6 +4,7 @@ use libcontainer::container::ContainerStatus;
 
 use super::{wrong_state, Loaded, NodeLock};
 use crate::error::{Error, Result};
+use crate::monitor;
 use crate::policy;
 use crate::teardown;
 
@@ -31,6 +32,7 @@ pub fn delete(root: &Path, sandbox: &str, force: bool) -> Result<()> {
             "stopped (or use --force)",
         ));
     }
+    monitor::stop(&loaded.store.record_dir(sandbox));
     if let Some(cg) = loaded.cgroup()? {
         teardown::kill_everything(&cg)?;
         teardown::remove_cgroups(&cg)?;

@@ -53,7 +53,7 @@ impl Loaded {
         let record = store.read(sandbox)?;
         let dir = store.container_dir(sandbox);
         let container = if dir.join("state.json").exists() {
-            Some(Container::load(dir).map_err(|e| Error::container("load", sandbox, &e))?)
+            Some(load_container(dir, sandbox)?)
         } else {
             None
         };
@@ -98,6 +98,22 @@ impl Loaded {
         match self.cgroups_path() {
             Some(p) => Ok(Some(SandboxCgroup::new(Layout::detect()?, &p))),
             None => Ok(None),
+        }
+    }
+}
+
+/// libcontainer rewrites `state.json` in place (truncate, then write), so a reader racing a
+/// `start` or `pause` can see it empty: retry briefly before calling it an error.
+fn load_container(dir: std::path::PathBuf, sandbox: &str) -> Result<Container> {
+    let mut tries = 0;
+    loop {
+        match Container::load(dir.clone()) {
+            Ok(c) => return Ok(c),
+            Err(_) if tries < 50 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            Err(e) => return Err(Error::container("load", sandbox, &e)),
         }
     }
 }

@@ -4,7 +4,10 @@ use libcgroups::common::{CgroupConfig, CgroupManager, ControllerOpt};
 use oci_spec::runtime::LinuxResources;
 
 use super::{wrong_state, Loaded};
+use crate::cgroups::Layout;
 use crate::error::{Error, Result};
+use crate::memory;
+use crate::policy;
 
 /// Applies new resource limits to a live sandbox.
 pub fn update(root: &Path, sandbox: &str, resources: &LinuxResources) -> Result<()> {
@@ -16,6 +19,19 @@ pub fn update(root: &Path, sandbox: &str, resources: &LinuxResources) -> Result<
     let Some(path) = loaded.cgroups_path() else {
         return Err(wrong_state(sandbox, status, "update", "running"));
     };
+    let mut resources = resources.clone();
+    if let Some(m) = *resources.memory() {
+        let m = policy::memory_contract(m)?;
+        if let (Some(limit), Some(used)) = (m.limit(), memory::usage(&Layout::detect()?, &path)) {
+            if limit > 0 && (limit as u64) < used {
+                return Err(Error::Invalid(format!(
+                    "memory limit {limit} of sandbox {sandbox} is below its current usage {used}"
+                )));
+            }
+        }
+        resources.set_memory(Some(m));
+    }
+    let resources = &resources;
     let fail = |e: &(dyn std::error::Error + 'static)| Error::container("update", sandbox, e);
     let manager = libcgroups::common::create_cgroup_manager(CgroupConfig {
         cgroup_path: PathBuf::from(path),

@@ -1,0 +1,66 @@
+//! Memory limits paddock writes itself: the app level (`io.paddock.app.memory`), shared by all
+//! of an app's instances, and the checks `update` makes against live usage.
+
+use std::fs;
+use std::path::PathBuf;
+
+use crate::cgroups::Layout;
+use crate::error::{Error, Result};
+
+fn write(path: PathBuf, value: &str) -> Result<()> {
+    fs::write(&path, value).map_err(|e| Error::io("write", path, e))
+}
+
+/// Sets a memory limit with no swap on the cgroup `rel` (e.g. `/paddock/shop`).
+pub fn set_limit(layout: &Layout, rel: &str, limit: u64) -> Result<()> {
+    let rel = rel.trim_start_matches('/');
+    if layout.is_unified() {
+        if let Some(h) = layout.v2() {
+            let dir = h.mount_point.join(rel);
+            write(dir.join("memory.max"), &limit.to_string())?;
+            let swap = dir.join("memory.swap.max");
+            if swap.exists() {
+                write(swap, "0")?;
+            }
+        }
+        return Ok(());
+    }
+    let Some(h) = layout.v1("memory") else {
+        return Err(Error::Invalid(
+            "the memory controller is not mounted".into(),
+        ));
+    };
+    let dir = h.mount_point.join(rel);
+    let limit_file = dir.join("memory.limit_in_bytes");
+    let memsw = dir.join("memory.memsw.limit_in_bytes");
+    // memsw must never be below the limit: raise in the order that keeps it so.
+    let current = fs::read_to_string(&limit_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(u64::MAX);
+    if memsw.exists() && limit > current {
+        write(memsw.clone(), &limit.to_string())?;
+        write(limit_file, &limit.to_string())?;
+    } else {
+        write(limit_file, &limit.to_string())?;
+        if memsw.exists() {
+            write(memsw, &limit.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// Current memory usage of the cgroup at `rel`, in bytes.
+pub fn usage(layout: &Layout, rel: &str) -> Option<u64> {
+    let rel = rel.trim_start_matches('/');
+    let path = if layout.is_unified() {
+        layout.v2()?.mount_point.join(rel).join("memory.current")
+    } else {
+        layout
+            .v1("memory")?
+            .mount_point
+            .join(rel)
+            .join("memory.usage_in_bytes")
+    };
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}

@@ -1,0 +1,254 @@
+//! The sandbox monitor: a small process paddock leaves behind at `create`, outside the
+//! sandbox's cgroup, that lives until the sandbox's cgroup is removed. It
+//! - records how the init ended (`exit.json`), through the process-events connector, since
+//!   the init's reaper is whoever drives paddock (containerd's shim, a subreaper) and not us;
+//! - watches for OOM kills and, under policy `kill`, tears the whole sandbox down (on cgroup v1
+//!   nothing else would; on v2 `memory.oom.group` does it in the kernel and this is a backstop);
+//! - appends every OOM event to `oom.log`.
+//!
+//! No daemon: one monitor per sandbox, forked from `paddock create`, stopped by `delete`.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::waitpid;
+use nix::unistd::{fork, setsid, ForkResult, Pid};
+use serde::{Deserialize, Serialize};
+
+use crate::cgroups::SandboxCgroup;
+use crate::error::{Error, Result};
+use crate::oom::{self, Wake};
+use crate::policy::OomPolicy;
+use crate::proc_events::ProcEvents;
+use crate::teardown;
+
+const EXIT_FILE: &str = "exit.json";
+const OOM_LOG: &str = "oom.log";
+const PID_FILE: &str = "monitor.pid";
+
+/// How the init ended, as its reaper saw it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExitRecord {
+    /// Raw wait status (`code << 8`, or the signal number).
+    pub status: i32,
+}
+
+impl ExitRecord {
+    pub fn signal(&self) -> Option<i32> {
+        let sig = self.status & 0x7f;
+        (sig != 0).then_some(sig)
+    }
+    pub fn code(&self) -> i32 {
+        (self.status >> 8) & 0xff
+    }
+}
+
+/// What the monitor needs to know.
+pub struct Watch<'a> {
+    pub record_dir: &'a Path,
+    pub cgroup: &'a SandboxCgroup,
+    pub app_cgroup: Option<String>,
+    pub init: i32,
+    pub policy: OomPolicy,
+}
+
+/// Forks the monitor and returns once it is listening. The caller must be single-threaded.
+pub fn spawn(w: &Watch<'_>) -> Result<i32> {
+    // A thread just joined (the loopback setup) can linger in /proc for a moment.
+    let count = || {
+        fs::read_dir("/proc/self/task")
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let mut threads = count();
+    for _ in 0..200 {
+        if threads == 1 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_micros(50));
+        threads = count();
+    }
+    if threads != 1 {
+        return Err(Error::Invalid(format!(
+            "cannot fork the sandbox monitor from a process with {threads} threads"
+        )));
+    }
+    let (rd, wr) = nix::unistd::pipe().map_err(|e| Error::sys("pipe", e))?;
+    // SAFETY: the process is single-threaded (checked above), so the child may run any code.
+    match unsafe { fork() }.map_err(|e| Error::sys("fork monitor", e))? {
+        ForkResult::Parent { child } => {
+            drop(wr);
+            let _ = waitpid(child, None);
+            let mut buf = [0u8; 4];
+            let mut f = fs::File::from(rd);
+            f.read_exact(&mut buf)
+                .map_err(|e| Error::io("wait for monitor", w.record_dir, e))?;
+            let pid = i32::from_ne_bytes(buf);
+            if pid <= 0 {
+                return Err(Error::Invalid("sandbox monitor failed to start".into()));
+            }
+            Ok(pid)
+        }
+        ForkResult::Child => {
+            drop(rd);
+            let _ = setsid();
+            // SAFETY: still single-threaded in the child; the grandchild runs the monitor.
+            match unsafe { fork() } {
+                Ok(ForkResult::Parent { .. }) => std::process::exit(0),
+                Ok(ForkResult::Child) => {}
+                Err(_) => std::process::exit(1),
+            }
+            let code = match run(w, wr) {
+                Ok(()) => 0,
+                Err(e) => {
+                    tracing::error!("sandbox monitor: {e}");
+                    1
+                }
+            };
+            std::process::exit(code)
+        }
+    }
+}
+
+fn detach_stdio(keep: i32) {
+    if let Ok(null) = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        for fd in 0..3 {
+            let _ = nix::unistd::dup2(null.as_raw_fd(), fd);
+        }
+    }
+    // The monitor must not hold the caller's pipes or locks open.
+    if let Ok(entries) = fs::read_dir("/proc/self/fd") {
+        let fds: Vec<i32> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
+            .filter(|fd| *fd > 2 && *fd != keep)
+            .collect();
+        for fd in fds {
+            // SAFETY: closing descriptors inherited from the parent, none of which this
+            // process uses; the directory iterator's own fd is already closed.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+fn run(w: &Watch<'_>, ready: OwnedFd) -> Result<()> {
+    detach_stdio(ready.as_raw_fd());
+    let _ = nix::sys::prctl::set_name(c"paddock-monitor");
+    let events = ProcEvents::subscribe()?;
+    let watcher = oom::Watcher::new(w.cgroup, w.app_cgroup.as_deref()).ok();
+    let me = std::process::id() as i32;
+    let record_dir = w.record_dir.to_path_buf();
+    write_atomic(
+        &record_dir.join(PID_FILE),
+        format!("{me} {}", start_time(me).unwrap_or(0)).as_bytes(),
+    )?;
+    let mut ready = fs::File::from(ready);
+    let _ = ready.write_all(&me.to_ne_bytes());
+    drop(ready);
+
+    // Without an OOM watcher, or when OOMs need no action, the monitor ends with the init.
+    let stay = watcher.is_some();
+    let init = w.init;
+    let exit_dir = record_dir.clone();
+    std::thread::spawn(move || loop {
+        match events.next_exits() {
+            Ok(exits) => {
+                if let Some(e) = exits.iter().find(|e| e.pid == init) {
+                    let rec = ExitRecord { status: e.status };
+                    if let Ok(data) = serde_json::to_vec(&rec) {
+                        let _ = write_atomic(&exit_dir.join(EXIT_FILE), &data);
+                    }
+                    if !stay {
+                        std::process::exit(0);
+                    }
+                    return;
+                }
+            }
+            Err(_) => return,
+        }
+    });
+    let Some(mut watcher) = watcher else {
+        loop {
+            std::thread::park();
+        }
+    };
+    loop {
+        match watcher.wait(None)? {
+            Wake::Oom(ev) => {
+                if let Ok(mut line) = serde_json::to_vec(&ev) {
+                    line.push(b'\n');
+                    let _ = fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(record_dir.join(OOM_LOG))
+                        .and_then(|mut f| f.write_all(&line));
+                }
+                if w.policy == OomPolicy::Kill {
+                    teardown::kill_everything(w.cgroup)?;
+                }
+            }
+            Wake::Timeout => {}
+            Wake::Gone => return Ok(()),
+        }
+    }
+}
+
+fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, data).map_err(|e| Error::io("write", &tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| Error::io("rename", path, e))
+}
+
+/// Start time of a process in clock ticks since boot (field 22 of /proc/<pid>/stat).
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
+/// How the init ended, if the monitor saw it.
+pub fn exit_record(record_dir: &Path) -> Option<ExitRecord> {
+    let data = fs::read(record_dir.join(EXIT_FILE)).ok()?;
+    serde_json::from_slice(&data).ok()
+}
+
+/// Stops the sandbox's monitor, if it still runs (checked by pid and start time).
+pub fn stop(record_dir: &Path) {
+    let Ok(text) = fs::read_to_string(record_dir.join(PID_FILE)) else {
+        return;
+    };
+    let mut parts = text.split_whitespace();
+    let (Some(pid), Some(start)) = (
+        parts.next().and_then(|p| p.parse::<i32>().ok()),
+        parts.next().and_then(|s| s.parse::<u64>().ok()),
+    ) else {
+        return;
+    };
+    if pid > 0 && start_time(pid) == Some(start) {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_record_decodes_wait_status() {
+        let exited = ExitRecord { status: 7 << 8 };
+        assert_eq!((exited.code(), exited.signal()), (7, None));
+        let killed = ExitRecord { status: 9 };
+        assert_eq!(killed.signal(), Some(9));
+    }
+}
