@@ -64,3 +64,52 @@ pub fn usage(layout: &Layout, rel: &str) -> Option<u64> {
     };
     fs::read_to_string(path).ok()?.trim().parse().ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(text: String) -> Layout {
+        Layout::from_mountinfo(&text)
+    }
+
+    #[test]
+    fn v2_app_limit_has_no_swap() {
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let app = tmp.path().join("paddock/shop");
+        std::fs::create_dir_all(&app).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(app.join("memory.swap.max"), "max").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(app.join("memory.current"), "4096").unwrap_or_else(|e| panic!("{e}"));
+        let l = layout(format!(
+            "25 20 0:22 / {} rw - cgroup2 cgroup2 rw\n",
+            tmp.path().display()
+        ));
+        set_limit(&l, "/paddock/shop", 256 << 20).unwrap_or_else(|e| panic!("{e}"));
+        let read = |f: &str| std::fs::read_to_string(app.join(f)).unwrap_or_default();
+        assert_eq!(read("memory.max"), (256u64 << 20).to_string());
+        assert_eq!(read("memory.swap.max"), "0");
+        assert_eq!(usage(&l, "/paddock/shop"), Some(4096));
+    }
+
+    #[test]
+    fn v1_limit_and_memsw_move_in_a_valid_order() {
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let app = tmp.path().join("paddock/shop");
+        std::fs::create_dir_all(&app).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(app.join("memory.limit_in_bytes"), "1048576")
+            .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(app.join("memory.memsw.limit_in_bytes"), "1048576")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let l = layout(format!(
+            "34 30 0:30 / {} rw - cgroup cgroup rw,memory\n",
+            tmp.path().display()
+        ));
+        set_limit(&l, "/paddock/shop", 8 << 20).unwrap_or_else(|e| panic!("{e}"));
+        let read = |f: &str| std::fs::read_to_string(app.join(f)).unwrap_or_default();
+        assert_eq!(read("memory.limit_in_bytes"), (8u64 << 20).to_string());
+        assert_eq!(
+            read("memory.memsw.limit_in_bytes"),
+            (8u64 << 20).to_string()
+        );
+    }
+}

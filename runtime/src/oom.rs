@@ -328,6 +328,72 @@ impl V2 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cgroups::Layout;
+
+    /// A cgroup v2 tree made of plain files: inotify and the counters behave the same.
+    fn fake_v2(app: &str, id: &str) -> (tempfile::TempDir, SandboxCgroup) {
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let mountinfo = format!(
+            "25 20 0:22 / {} rw - cgroup2 cgroup2 rw\n",
+            tmp.path().display()
+        );
+        let cg = SandboxCgroup::new(
+            Layout::from_mountinfo(&mountinfo),
+            &format!("/paddock/{app}/{id}"),
+        );
+        let inst = tmp.path().join(format!("paddock/{app}/{id}"));
+        std::fs::create_dir_all(&inst).unwrap_or_else(|e| panic!("{e}"));
+        let events = "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n";
+        for f in [
+            inst.join("memory.events"),
+            inst.join("memory.events.local"),
+            tmp.path()
+                .join(format!("paddock/{app}/memory.events.local")),
+        ] {
+            std::fs::write(f, events).unwrap_or_else(|e| panic!("{e}"));
+        }
+        (tmp, cg)
+    }
+
+    fn bump(path: &Path, oom: u64, kills: u64) {
+        let text = format!("low 0\nhigh 0\nmax 0\noom {oom}\noom_kill {kills}\n");
+        std::fs::write(path, text).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    #[test]
+    fn v2_watcher_counts_kills_and_levels() {
+        let (tmp, cg) = fake_v2("shop", "web-0");
+        let mut w = Watcher::new(&cg, Some("/paddock/shop")).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(w, Watcher::V2(_)));
+        let short = Some(Duration::from_millis(50));
+        assert_eq!(w.wait(short).ok(), Some(Wake::Timeout));
+        let inst = tmp.path().join("paddock/shop/web-0");
+        bump(&inst.join("memory.events"), 1, 1);
+        assert_eq!(
+            w.wait(short).ok(),
+            Some(Wake::Oom(OomEvent {
+                level: Level::Instance,
+                kills: 1
+            }))
+        );
+        assert_eq!(
+            w.wait(short).ok(),
+            Some(Wake::Timeout),
+            "no repeat of a reported kill"
+        );
+        bump(&tmp.path().join("paddock/shop/memory.events.local"), 1, 0);
+        bump(&inst.join("memory.events"), 2, 3);
+        assert_eq!(
+            w.wait(short).ok(),
+            Some(Wake::Oom(OomEvent {
+                level: Level::App,
+                kills: 2
+            }))
+        );
+        assert_eq!(kill_count(&cg), Some(3));
+        std::fs::remove_file(inst.join("memory.events")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(w.wait(Some(Duration::from_secs(2))).ok(), Some(Wake::Gone));
+    }
 
     #[test]
     fn counters() {

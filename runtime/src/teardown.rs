@@ -193,3 +193,41 @@ fn remove_tree(dir: &Path) -> Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cgroups::Layout;
+
+    #[test]
+    fn v2_uses_cgroup_kill_and_removes_children_first() {
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let dir = tmp.path().join("paddock/app/x");
+        std::fs::create_dir_all(dir.join("sub/deeper")).unwrap_or_else(|e| panic!("{e}"));
+        for f in ["cgroup.kill", "cgroup.procs", "cgroup.freeze"] {
+            std::fs::write(dir.join(f), "").unwrap_or_else(|e| panic!("{e}"));
+        }
+        let l = Layout::from_mountinfo(&format!(
+            "25 20 0:22 / {} rw - cgroup2 cgroup2 rw\n",
+            tmp.path().display()
+        ));
+        let cg = SandboxCgroup::new(l, "/paddock/app/x");
+        kill_everything(&cg).unwrap_or_else(|e| panic!("{e}"));
+        let written = std::fs::read_to_string(dir.join("cgroup.kill")).unwrap_or_default();
+        assert_eq!(written, "1");
+        assert!(freeze(&cg, true).unwrap_or(false));
+        assert_eq!(
+            std::fs::read_to_string(dir.join("cgroup.freeze")).unwrap_or_default(),
+            "1"
+        );
+        // Plain files stand in for the kernel's: clear them so rmdir-style removal can work.
+        for f in ["cgroup.kill", "cgroup.procs", "cgroup.freeze"] {
+            std::fs::remove_file(dir.join(f)).unwrap_or_else(|e| panic!("{e}"));
+        }
+        remove_cgroups(&cg).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!dir.exists());
+        remove_if_empty(&cg, "/paddock/app");
+        assert!(!tmp.path().join("paddock/app").exists());
+        remove_cgroups(&cg).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
