@@ -269,8 +269,8 @@ class CrunNamespace:
             setns(self.ns_fd, CLONE_NEWNS)
             self.inside = True
 
-    def leave(self):
-        if self.inside:
+    def leave(self, force=False):
+        if (self.inside or force) and self.host_fd is not None:
             setns(self.host_fd, CLONE_NEWNS)
             self.inside = False
 
@@ -290,7 +290,7 @@ class CrunNamespace:
 
     def close(self):
         try:
-            self.leave()
+            self.leave(force=True)
         except OSError as e:
             log("warning: could not setns back to the host mount namespace: %s" % e)
         if self.holder is not None and self.holder.poll() is None:
@@ -368,6 +368,21 @@ class Runtime:
         except Exception as e:
             return "unknown (%s)" % e
 
+    def read_pid(self, pidfile, off):
+        try:
+            with open(pidfile) as f:
+                return int(f.read().strip())
+        except (OSError, ValueError) as e:
+            raise BenchError("%s create exited 0 but the pid file is unusable (%s); log: %s"
+                             % (self.name, e, self.err_since(off) or "(no output)"))
+
+    def watch_init(self, pidfile, off):
+        pid = self.read_pid(pidfile, off)
+        try:
+            return InitWatch(pid)
+        except OSError as e:
+            raise BenchError("%s: pidfd_open(%d) from the pid file: %s" % (self.name, pid, e))
+
     def force_delete(self, cid, watch=None):
         """Best-effort delete --force (cleanup paths). True if the state is gone afterwards."""
         with self.ctx():
@@ -439,14 +454,19 @@ class Session:
         self.runtimes = {}
         self.mounts = []
         self.notes = []
-        self.adopted = set()          # container init pids re-parented to us, not yet reaped
+        self.owns_cgroups = False     # set once the lock is held and no stale cgroups were found
+        self.strays_reaped = 0        # other orphans re-parented to us (e.g. a runtime's monitor process)
         self._old_handlers = {}
 
     # -- setup
     def __enter__(self):
         if os.geteuid() != 0:
             raise BenchError("must run as root")
-        for sig in (signal.SIGTERM, signal.SIGHUP):
+        # Ctrl-C, SIGTERM (and SIGHUP unless nohup'ed) -> KeyboardInterrupt -> cleanup. SIGINT is set
+        # explicitly: a shell without job control starts background jobs with SIGINT ignored.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            if sig == signal.SIGHUP and signal.getsignal(sig) == signal.SIG_IGN:
+                continue
             self._old_handlers[sig] = signal.signal(sig, _raise_interrupt)
         try:
             self._setup()
@@ -467,6 +487,7 @@ class Session:
         if stale_children and not self.clean_stale:
             raise BenchError("stale cgroups from an earlier run under %s; re-run with --clean-stale to remove them"
                              " (kills their processes)" % ", ".join(stale_children))
+        self.owns_cgroups = True
         set_child_subreaper()
         self.tmp = tempfile.mkdtemp(prefix="paddock-%s." % self.tag)
         os.chmod(self.tmp, 0o755)
@@ -511,6 +532,7 @@ class Session:
             except ChildProcessError:
                 pass
             n += 1
+        self.strays_reaped += n
         return n
 
     # -- cleanup
@@ -530,7 +552,7 @@ class Session:
     def _cleanup(self):
         if self.ns:
             try:
-                self.ns.leave()
+                self.ns.leave(force=True)
             except OSError as e:
                 log("warning: setns back failed: %s" % e)
         # 1. containers: every id we created and did not delete, and anything left in our state roots
@@ -542,7 +564,7 @@ class Session:
                 log("cleanup: %s delete --force %s" % (rt.name, cid))
                 rt.force_delete(cid)
         # 2. our cgroups: kill what is still inside (by pid), then rmdir depth-first
-        if self.mounts:
+        if self.owns_cgroups:
             left = remove_bench_cgroups(self.mounts)
             if left:
                 log("warning: could not remove: %s" % ", ".join(left))

@@ -46,9 +46,8 @@ def cycle(sess, rt, bundle, config, label, probe=None):
             rc = rt.run(["create", "--bundle", bundle, "--pid-file", pidfile, cid], stdout=out)
             t1 = perf()
             rt.check(rc, "create", off)
-            with open(pidfile) as f:
-                pid = int(f.read().strip())
-            watch = bl.InitWatch(pid)
+            watch = rt.watch_init(pidfile, off)
+            pid = watch.pid
             t2 = perf()
             if probe is not None:
                 probe_after_create(sess, rt, pid, cgpath, probe)
@@ -150,7 +149,7 @@ def main():
                 d = data[name]
                 try:
                     r = cycle(sess, d["rt"], d["bundle"], d["config"], label, probe)
-                except bl.BenchError as e:
+                except (bl.BenchError, OSError) as e:
                     d["failures"].append({"iteration": label, "error": str(e)})
                     if len(d["failures"]) <= 3:
                         bl.log("lifecycle: %s iteration %s FAILED: %s" % (name, label, e))
@@ -184,6 +183,7 @@ def main():
                 sess.reap_strays()
                 if (i + 1) % step == 0:
                     bl.log("lifecycle: %d/%d (%.0f s)" % (i + 1, a.iterations, time.monotonic() - t_start))
+            result["orphans_reaped"] = sess.strays_reaped   # e.g. paddock's per-sandbox monitor processes
             for name, d in data.items():
                 rr = result["runtimes"][name]
                 rr["completed"] = len(d["samples"]["total"])
@@ -241,6 +241,8 @@ def report(res):
                  % (c["memory_limit"] >> 20, c["pids_limit"]))
     lines.append("%d iterations per runtime, interleaved (%s, seed %d), %d warm-up; ms, median / p90"
                  % (c["iterations"], c["order"], c["seed"], c["warmup"]))
+    lines.append("host: %s, %s cpus, cgroup %s, load average at start %.2f"
+                 % (res["host"]["kernel"], res["host"]["cpus"], res["host"]["cgroup_layout"], res["host"]["loadavg"][0]))
     lines.append("")
     hdr = "%-8s %5s " % ("runtime", "n") + " ".join("%-15s" % p for p in PHASES)
     lines.append(hdr)
@@ -271,6 +273,11 @@ def report(res):
                          % (len(rr["leaks"]), ", ".join(rr["leaks"][0]["left"])))
         if rr.get("dropped_in_warmup"):
             extra.append("dropped during warm-up")
+        pr = rr.get("probe") or {}
+        if "init_adopted_by_bench" in pr:
+            extra.append("init re-parented to the bench: %s" % ("yes" if pr["init_adopted_by_bench"] else "NO"))
+        if "cgroup_in_unified" in pr:
+            extra.append("cgroup also created in %s: %s" % (bl.UNIFIED, "yes" if pr["cgroup_in_unified"] else "no"))
         if extra:
             lines.append("%s: %s" % (name, "; ".join(extra)))
     for n in res.get("notes", []):

@@ -175,6 +175,20 @@ impl SandboxCgroup {
         }
     }
 
+    /// Whether any process is left, looking at one hierarchy (processes leave every
+    /// hierarchy at once when they exit): the cheap check for teardown's wait loop.
+    pub fn is_empty(&self) -> bool {
+        let dir = ["pids", "freezer", "memory"]
+            .iter()
+            .find_map(|c| self.v1_dir(c))
+            .or_else(|| self.v2_dir())
+            .or_else(|| self.dirs().into_iter().next());
+        match dir {
+            Some(d) => tree_is_empty(&d),
+            None => true,
+        }
+    }
+
     /// Every pid in the sandbox's cgroup trees, in any hierarchy, without duplicates.
     pub fn pids(&self) -> Vec<i32> {
         let mut pids = Vec::new();
@@ -184,6 +198,21 @@ impl SandboxCgroup {
         pids.sort_unstable();
         pids.dedup();
         pids
+    }
+}
+
+fn tree_is_empty(dir: &Path) -> bool {
+    match fs::read(dir.join("cgroup.procs")) {
+        Ok(b) if !b.is_empty() => return false,
+        Ok(_) => {}
+        Err(_) => return true,
+    }
+    match fs::read_dir(dir) {
+        Ok(entries) => entries
+            .flatten()
+            .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+            .all(|e| tree_is_empty(&e.path())),
+        Err(_) => true,
     }
 }
 

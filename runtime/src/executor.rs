@@ -3,8 +3,12 @@
 //! libcontainer re-opens a host `/dev/null` passed as stdio from inside the container, but
 //! read-only, so every write to a stdout or stderr that was `/dev/null` fails with EBADF. Here,
 //! after that re-open, any such descriptor is opened again read-write.
+//!
+//! The sandbox's seccomp filter, when it has one, is installed here as the very last step, so
+//! that as little as possible runs under it before the workload.
 
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 
 use libcontainer::oci_spec::runtime::Spec;
 use libcontainer::workload::default::DefaultExecutor;
@@ -12,13 +16,34 @@ use libcontainer::workload::{Executor, ExecutorError, ExecutorValidationError};
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::stat::{fstat, SFlag};
 
+use crate::seccomp::{self, BpfProgram};
+
 /// paddock's workload executor.
 #[derive(Clone, Default)]
-pub struct SandboxExecutor;
+pub struct SandboxExecutor {
+    seccomp: Option<Arc<BpfProgram>>,
+}
+
+/// The executor without a seccomp filter, under the name of the former unit struct, so that
+/// `.with_executor(SandboxExecutor)` keeps working.
+#[allow(non_upper_case_globals)]
+pub const SandboxExecutor: SandboxExecutor = SandboxExecutor { seccomp: None };
+
+impl SandboxExecutor {
+    /// An executor that installs `filter` (see [`crate::seccomp::compile`]) right before exec.
+    pub fn with_seccomp(filter: BpfProgram) -> Self {
+        SandboxExecutor {
+            seccomp: Some(Arc::new(filter)),
+        }
+    }
+}
 
 impl Executor for SandboxExecutor {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
         fix_dev_null_stdio();
+        if let Some(filter) = &self.seccomp {
+            seccomp::apply(filter).map_err(|err| ExecutorError::Other(err.to_string()))?;
+        }
         DefaultExecutor {}.exec(spec)
     }
 

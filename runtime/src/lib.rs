@@ -18,11 +18,14 @@
 //! # Ok::<(), paddock_runtime::Error>(())
 //! ```
 
+pub mod acl;
 pub mod bundle;
 pub mod cgroups;
+pub mod config;
 pub mod error;
 pub mod executor;
 pub mod id;
+pub mod identity;
 pub mod memory;
 pub mod monitor;
 pub mod network;
@@ -30,6 +33,7 @@ pub mod oom;
 pub mod policy;
 pub mod proc_events;
 pub mod sandbox;
+pub mod seccomp;
 pub mod signal;
 pub mod size;
 pub mod stats;

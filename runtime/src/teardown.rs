@@ -80,9 +80,9 @@ fn send(pids: &[i32], signal: Signal) -> Result<()> {
 }
 
 fn wait_empty(cg: &SandboxCgroup, deadline: Instant) -> Result<()> {
-    let mut pause = Duration::from_micros(200);
+    let mut pause = Duration::from_micros(100);
     loop {
-        if cg.pids().is_empty() {
+        if cg.is_empty() && cg.pids().is_empty() {
             return Ok(());
         }
         if Instant::now() > deadline {
@@ -92,7 +92,7 @@ fn wait_empty(cg: &SandboxCgroup, deadline: Instant) -> Result<()> {
             });
         }
         sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(5));
+        pause = (pause * 2).min(Duration::from_millis(2));
     }
 }
 
