@@ -9,12 +9,11 @@
 //! No daemon: one monitor per sandbox, forked from `paddock create`, stopped by `delete`.
 
 use std::fs;
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::waitpid;
 use nix::unistd::{fork, setsid, ForkResult, Pid};
 use serde::{Deserialize, Serialize};
 
@@ -55,53 +54,37 @@ pub struct Watch<'a> {
     pub policy: OomPolicy,
 }
 
-/// Forks the monitor and returns once it is listening. The caller must be single-threaded.
+/// Forks the monitor. The process-events subscription and the OOM watcher are set up here,
+/// before the fork, so nothing that happens after `create` returns can be missed, and `create`
+/// need not wait for the monitor to start. The caller must be single-threaded.
 pub fn spawn(w: &Watch<'_>) -> Result<i32> {
-    // A thread just joined (the loopback setup) can linger in /proc for a moment.
-    let count = || {
-        fs::read_dir("/proc/self/task")
-            .map(|d| d.count())
-            .unwrap_or(0)
-    };
-    let mut threads = count();
-    for _ in 0..200 {
-        if threads == 1 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_micros(50));
-        threads = count();
-    }
+    let threads = fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(0);
     if threads != 1 {
         return Err(Error::Invalid(format!(
             "cannot fork the sandbox monitor from a process with {threads} threads"
         )));
     }
-    let (rd, wr) = nix::unistd::pipe().map_err(|e| Error::sys("pipe", e))?;
+    let events = ProcEvents::subscribe()?;
+    let watcher = oom::Watcher::new(w.cgroup, w.app_cgroup.as_deref()).ok();
     // SAFETY: the process is single-threaded (checked above), so the child may run any code.
     match unsafe { fork() }.map_err(|e| Error::sys("fork monitor", e))? {
         ForkResult::Parent { child } => {
-            drop(wr);
-            let _ = waitpid(child, None);
-            let mut buf = [0u8; 4];
-            let mut f = fs::File::from(rd);
-            f.read_exact(&mut buf)
-                .map_err(|e| Error::io("wait for monitor", w.record_dir, e))?;
-            let pid = i32::from_ne_bytes(buf);
-            if pid <= 0 {
-                return Err(Error::Invalid("sandbox monitor failed to start".into()));
-            }
+            let pid = child.as_raw();
+            let line = format!("{pid} {}", start_time(pid).unwrap_or(0));
+            write_atomic(&w.record_dir.join(PID_FILE), line.as_bytes())?;
             Ok(pid)
         }
         ForkResult::Child => {
-            drop(rd);
             let _ = setsid();
-            // SAFETY: still single-threaded in the child; the grandchild runs the monitor.
-            match unsafe { fork() } {
-                Ok(ForkResult::Parent { .. }) => std::process::exit(0),
-                Ok(ForkResult::Child) => {}
-                Err(_) => std::process::exit(1),
+            let mut keep = vec![events.fd()];
+            if let Some(wt) = &watcher {
+                keep.extend(wt.fds());
             }
-            let code = match run(w, wr) {
+            detach_stdio(&keep);
+            let _ = nix::sys::prctl::set_name(c"paddock-monitor");
+            let code = match run(w, events, watcher) {
                 Ok(()) => 0,
                 Err(e) => {
                     tracing::error!("sandbox monitor: {e}");
@@ -113,7 +96,7 @@ pub fn spawn(w: &Watch<'_>) -> Result<i32> {
     }
 }
 
-fn detach_stdio(keep: i32) {
+fn detach_stdio(keep: &[i32]) {
     if let Ok(null) = fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -128,31 +111,18 @@ fn detach_stdio(keep: i32) {
         let fds: Vec<i32> = entries
             .flatten()
             .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
-            .filter(|fd| *fd > 2 && *fd != keep)
+            .filter(|fd| *fd > 2 && !keep.contains(fd))
             .collect();
         for fd in fds {
-            // SAFETY: closing descriptors inherited from the parent, none of which this
-            // process uses; the directory iterator's own fd is already closed.
+            // SAFETY: closing descriptors inherited from the parent that this process does not
+            // use (the ones it uses are in `keep`); the directory iterator's fd is closed.
             unsafe { libc::close(fd) };
         }
     }
 }
 
-fn run(w: &Watch<'_>, ready: OwnedFd) -> Result<()> {
-    detach_stdio(ready.as_raw_fd());
-    let _ = nix::sys::prctl::set_name(c"paddock-monitor");
-    let events = ProcEvents::subscribe()?;
-    let watcher = oom::Watcher::new(w.cgroup, w.app_cgroup.as_deref()).ok();
-    let me = std::process::id() as i32;
+fn run(w: &Watch<'_>, events: ProcEvents, watcher: Option<oom::Watcher>) -> Result<()> {
     let record_dir = w.record_dir.to_path_buf();
-    write_atomic(
-        &record_dir.join(PID_FILE),
-        format!("{me} {}", start_time(me).unwrap_or(0)).as_bytes(),
-    )?;
-    let mut ready = fs::File::from(ready);
-    let _ = ready.write_all(&me.to_ne_bytes());
-    drop(ready);
-
     // Without an OOM watcher, or when OOMs need no action, the monitor ends with the init.
     let stay = watcher.is_some();
     let init = w.init;

@@ -8,17 +8,17 @@ use nix::sched::{setns, CloneFlags};
 
 use crate::error::{Error, Result};
 
-/// Sets `lo` up in the network namespace of `pid`. Runs on a short-lived thread so that the
-/// caller's own namespace is never changed.
+/// Sets `lo` up in the network namespace of `pid`: the calling thread enters it and returns to
+/// its own namespace before this returns, whatever happened in between.
 pub fn loopback_up(pid: i32) -> Result<()> {
     let path = format!("/proc/{pid}/ns/net");
-    let ns = File::open(&path).map_err(|e| Error::io("open", &path, e))?;
-    std::thread::spawn(move || -> Result<()> {
-        setns(&ns, CloneFlags::CLONE_NEWNET).map_err(|e| Error::sys("setns(net)", e))?;
-        set_up("lo")
-    })
-    .join()
-    .map_err(|_| Error::Invalid("loopback thread panicked".into()))?
+    let target = File::open(&path).map_err(|e| Error::io("open", &path, e))?;
+    let own = File::open("/proc/thread-self/ns/net")
+        .map_err(|e| Error::io("open", "/proc/thread-self/ns/net", e))?;
+    setns(&target, CloneFlags::CLONE_NEWNET).map_err(|e| Error::sys("setns(sandbox net)", e))?;
+    let result = set_up("lo");
+    setns(&own, CloneFlags::CLONE_NEWNET).map_err(|e| Error::sys("setns(own net)", e))?;
+    result
 }
 
 fn set_up(name: &str) -> Result<()> {

@@ -102,6 +102,17 @@ impl Watcher {
         Ok(Watcher::V1(V1::new(dir, app_dir)?))
     }
 
+    /// The descriptors the watcher holds (to keep across a fork).
+    pub fn fds(&self) -> Vec<i32> {
+        match self {
+            Watcher::V1(w) => std::iter::once(&w.instance)
+                .chain(w.app.iter())
+                .flat_map(|r| [r.efd.as_fd().as_raw_fd(), r.control.as_raw_fd()])
+                .collect(),
+            Watcher::V2(w) => vec![w.inotify.as_fd().as_raw_fd()],
+        }
+    }
+
     /// Waits up to `timeout` (forever with `None`) for the next OOM kill.
     pub fn wait(&mut self, timeout: Option<Duration>) -> Result<Wake> {
         match self {

@@ -57,6 +57,7 @@ pub fn create(root: &Path, sandbox: &str, opts: &CreateOptions) -> Result<i32> {
     let spec = bundle::load_spec(&bundle_dir)?;
     let rootfs = bundle::rootfs(&bundle_dir, &spec)?;
     let mut plan = policy::plan(spec, sandbox, opts.systemd_cgroup)?;
+    tracing::debug!(id = sandbox, "planned");
     if let Some(mut r) = plan.spec.root().clone() {
         r.set_path(rootfs.clone());
         plan.spec.set_root(Some(r));
@@ -75,10 +76,12 @@ pub fn create(root: &Path, sandbox: &str, opts: &CreateOptions) -> Result<i32> {
         .and_then(|()| write_spec(&record_dir, &plan.spec))
         .and_then(|()| build(root, sandbox, &record_dir, opts, plan.app.is_some()))
         .and_then(|pid| {
+            tracing::debug!(id = sandbox, pid, "engine created the init");
             if new_network_namespace(&plan.spec) {
                 network::loopback_up(pid)?;
             }
             settle(&record, &plan, &record_dir, pid)?;
+            tracing::debug!(id = sandbox, "settled");
             Ok(pid)
         });
     match result {
@@ -109,6 +112,7 @@ fn settle(record: &Record, plan: &policy::Plan, record_dir: &Path, init: i32) ->
             fs::write(&file, "1").map_err(|e| Error::io("write", file, e))?;
         }
     }
+    tracing::debug!("limits set");
     monitor::spawn(&monitor::Watch {
         record_dir,
         cgroup: &cg,
