@@ -54,6 +54,8 @@ pub enum Error {
         id: String,
         reason: String,
     },
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
     #[error("{0}")]
     Invalid(String),
 }

@@ -24,11 +24,6 @@ pub struct SandboxExecutor {
     seccomp: Option<Arc<BpfProgram>>,
 }
 
-/// The executor without a seccomp filter, under the name of the former unit struct, so that
-/// `.with_executor(SandboxExecutor)` keeps working.
-#[allow(non_upper_case_globals)]
-pub const SandboxExecutor: SandboxExecutor = SandboxExecutor { seccomp: None };
-
 impl SandboxExecutor {
     /// An executor that installs `filter` (see [`crate::seccomp::compile`]) right before exec.
     pub fn with_seccomp(filter: BpfProgram) -> Self {

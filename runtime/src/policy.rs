@@ -244,8 +244,9 @@ pub fn plan(mut spec: Spec, id: &str, systemd: bool) -> Result<Plan> {
         if !env.iter().any(|e| e.starts_with("PATH=")) {
             env.push(DEFAULT_PATH.to_string());
             process.set_env(Some(env));
-            spec.set_process(Some(process));
         }
+        apply_seccomp_default(&mut spec, &mut process);
+        spec.set_process(Some(process));
     }
     Ok(Plan {
         spec,
@@ -254,6 +255,26 @@ pub fn plan(mut spec: Spec, id: &str, systemd: bool) -> Result<Plan> {
         app_memory: ann.app_memory,
         oom: ann.oom,
     })
+}
+
+/// A spec without `linux.seccomp` gets paddock's default profile (Docker's, with the
+/// capability-gated calls its bounding set allows). The filter is installed after
+/// libcontainer has dropped capabilities, so a process that will lack CAP_SYS_ADMIN needs
+/// `no_new_privs` for the install to be allowed: it gets it.
+fn apply_seccomp_default(spec: &mut Spec, process: &mut oci_spec::runtime::Process) {
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    if linux.seccomp().is_none() {
+        let caps: oci_spec::runtime::Capabilities = process
+            .capabilities()
+            .as_ref()
+            .and_then(|c| c.bounding().clone())
+            .unwrap_or_default();
+        linux.set_seccomp(Some(crate::seccomp::default_profile_for(&caps)));
+        spec.set_linux(Some(linux));
+    }
+    if crate::seccomp::requires_no_new_privs(process) {
+        process.set_no_new_privileges(Some(true));
+    }
 }
 
 /// Checks a memory section and applies the no-swap default. `-1` means unlimited, as in OCI.
@@ -498,6 +519,22 @@ mod tests {
         }
         let explicit = plan(spec_with(&[(APP_MEMORY, "1G")], Some("/k8s/x")), "x", false);
         assert!(explicit.is_err(), "app memory with a caller's cgroupsPath");
+    }
+
+    #[test]
+    fn default_seccomp_and_no_new_privs() {
+        let p = plan(spec_with(&[], None), "a", false).unwrap_or_else(|e| panic!("{e}"));
+        let seccomp = p.spec.linux().as_ref().and_then(|l| l.seccomp().clone());
+        assert!(seccomp.is_some(), "no default profile");
+        let nnp = p
+            .spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.no_new_privileges());
+        assert_eq!(nnp, Some(true));
+        let arch = crate::seccomp::native_arch().unwrap_or_else(|e| panic!("{e}"));
+        let profile = seccomp.unwrap_or_default();
+        assert!(crate::seccomp::compile(&profile, arch).is_ok());
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::memory;
 use crate::monitor;
 use crate::network;
 use crate::policy;
+use crate::seccomp;
 use crate::store::{Record, Store};
 
 /// Options of `create` (runc's flags).
@@ -57,6 +58,7 @@ pub fn create(root: &Path, sandbox: &str, opts: &CreateOptions) -> Result<i32> {
     let spec = bundle::load_spec(&bundle_dir)?;
     let rootfs = bundle::rootfs(&bundle_dir, &spec)?;
     let mut plan = policy::plan(spec, sandbox, opts.systemd_cgroup)?;
+    let filter = seccomp_filter(&plan.spec)?;
     tracing::debug!(id = sandbox, "planned");
     if let Some(mut r) = plan.spec.root().clone() {
         r.set_path(rootfs.clone());
@@ -74,7 +76,7 @@ pub fn create(root: &Path, sandbox: &str, opts: &CreateOptions) -> Result<i32> {
     let result = store
         .write(&record)
         .and_then(|()| write_spec(&record_dir, &plan.spec))
-        .and_then(|()| build(root, sandbox, &record_dir, opts, plan.app.is_some()))
+        .and_then(|()| build(root, sandbox, &record_dir, opts, plan.app.is_some(), filter))
         .and_then(|pid| {
             tracing::debug!(id = sandbox, pid, "engine created the init");
             if new_network_namespace(&plan.spec) {
@@ -123,6 +125,13 @@ fn settle(record: &Record, plan: &policy::Plan, record_dir: &Path, init: i32) ->
     Ok(())
 }
 
+pub(crate) fn executor(filter: Option<seccomp::BpfProgram>) -> SandboxExecutor {
+    match filter {
+        Some(f) => SandboxExecutor::with_seccomp(f),
+        None => SandboxExecutor::default(),
+    }
+}
+
 /// A network namespace of its own (not one joined by path).
 fn new_network_namespace(spec: &oci_spec::runtime::Spec) -> bool {
     spec.linux()
@@ -142,12 +151,23 @@ fn write_spec(dir: &Path, spec: &oci_spec::runtime::Spec) -> Result<()> {
     fs::write(&path, data).map_err(|e| Error::io("write", path, e))
 }
 
+/// The spec's seccomp profile compiled for this machine (policy gave every spec one).
+pub(crate) fn seccomp_filter(
+    spec: &oci_spec::runtime::Spec,
+) -> Result<Option<seccomp::BpfProgram>> {
+    match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+        Some(profile) => Ok(Some(seccomp::compile(profile, seccomp::native_arch()?)?)),
+        None => Ok(None),
+    }
+}
+
 fn build(
     root: &Path,
     sandbox: &str,
     record_dir: &Path,
     opts: &CreateOptions,
     shared_parent: bool,
+    filter: Option<seccomp::BpfProgram>,
 ) -> Result<i32> {
     // A delete removing an emptied /paddock/<app> must not race this create's mkdir under it.
     let _lock = if shared_parent {
@@ -163,7 +183,7 @@ fn build(
         .map_err(|e| fail(&e))?
         .with_console_socket(opts.console_socket.as_ref())
         .with_preserved_fds(opts.preserve_fds)
-        .with_executor(SandboxExecutor)
+        .with_executor(executor(filter))
         .as_init(record_dir)
         .with_systemd(false)
         .with_detach(opts.detach)

@@ -7,7 +7,6 @@ use libcontainer::syscall::syscall::SyscallType;
 
 use super::{wrong_state, Loaded};
 use crate::error::{Error, Result};
-use crate::executor::SandboxExecutor;
 
 /// Options of `exec` (runc's flags).
 #[derive(Debug, Clone, Default)]
@@ -49,6 +48,13 @@ pub fn exec(root: &Path, sandbox: &str, opts: &ExecOptions) -> Result<i32> {
             ));
         }
     }
+    // The sandbox's own profile applies to processes exec'd into it, as runc does.
+    let spec_path = loaded.store.record_dir(sandbox).join("config.json");
+    let filter = match std::fs::read(&spec_path) {
+        Ok(data) => super::create::seccomp_filter(&crate::bundle::parse_spec(&spec_path, &data)?)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Error::io("read", spec_path, e)),
+    };
     let fail = |e: &(dyn std::error::Error + 'static)| Error::container("exec in", sandbox, e);
     let pid = ContainerBuilder::new(sandbox.to_string(), SyscallType::default())
         .with_root_path(root)
@@ -57,7 +63,7 @@ pub fn exec(root: &Path, sandbox: &str, opts: &ExecOptions) -> Result<i32> {
         .map_err(|e| fail(&e))?
         .with_console_socket(opts.console_socket.as_ref())
         .with_preserved_fds(opts.preserve_fds)
-        .with_executor(SandboxExecutor)
+        .with_executor(super::create::executor(filter))
         .as_tenant()
         .with_detach(opts.detach)
         .with_cwd(opts.cwd.as_ref())
