@@ -93,6 +93,47 @@ pub const DEFAULT_DENY: &[&str] = &[
 pub struct NodeConfig {
     pub identity: IdentityConfig,
     pub acl: AclConfig,
+    pub quota: QuotaConfig,
+}
+
+/// `[quota]`: where per-instance disk volumes live and which backend limits them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuotaConfig {
+    /// The quota store: images, volumes and their records.
+    pub store: PathBuf,
+    /// `loop` or `project` to force a backend; absent, paddock probes the store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    /// Where a sandbox sees its volume unless `io.paddock.disk.path` says otherwise.
+    pub mount_path: PathBuf,
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        Self {
+            store: PathBuf::from(DEFAULT_QUOTA_STORE),
+            backend: None,
+            mount_path: PathBuf::from(DEFAULT_DISK_PATH),
+        }
+    }
+}
+
+/// Default quota store.
+pub const DEFAULT_QUOTA_STORE: &str = "/var/lib/paddock/quota";
+/// Default mount point of an instance's volume (warden's home of the app user).
+pub const DEFAULT_DISK_PATH: &str = "/home/vcap";
+/// Environment variable naming another config file (tests, operators trying a setting).
+pub const CONFIG_ENV: &str = "PADDOCK_CONFIG";
+
+impl NodeConfig {
+    /// The node config from `$PADDOCK_CONFIG` or [`DEFAULT_PATH`].
+    pub fn load_default() -> Result<Self, ConfigError> {
+        match std::env::var_os(CONFIG_ENV) {
+            Some(p) => Self::load(PathBuf::from(p)),
+            None => Self::load(DEFAULT_PATH),
+        }
+    }
 }
 
 /// `[identity]`: the pool of host uids/gids leased to sandboxes.
@@ -246,6 +287,29 @@ impl NodeConfig {
                 format!("{} is not an absolute path", p.display()),
             ));
         }
+        if !self.quota.store.is_absolute() {
+            return Err(invalid(
+                "quota.store",
+                format!("{} is not an absolute path", self.quota.store.display()),
+            ));
+        }
+        if let Some(b) = &self.quota.backend {
+            if b != "loop" && b != "project" {
+                return Err(invalid(
+                    "quota.backend",
+                    format!("{b:?}: expected loop or project"),
+                ));
+            }
+        }
+        if !self.quota.mount_path.is_absolute() {
+            return Err(invalid(
+                "quota.mount_path",
+                format!(
+                    "{} is not an absolute path",
+                    self.quota.mount_path.display()
+                ),
+            ));
+        }
         Ok(())
     }
 }
@@ -327,7 +391,8 @@ mod tests {
     fn full_file() {
         let c = parse(
             "[identity]\nbase = 3000000\nsize = 1000\nlease_dir = \"/tmp/l\"\n\
-             [acl]\nadmin_gid = 4242\ndeny = [\"/usr/bin/su\"]\n",
+             [acl]\nadmin_gid = 4242\ndeny = [\"/usr/bin/su\"]\n\
+             [quota]\nstore = \"/srv/q\"\nbackend = \"loop\"\nmount_path = \"/app\"\n",
         )
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
@@ -342,8 +407,20 @@ mod tests {
                     admin_gid: Some(4242),
                     deny: vec!["/usr/bin/su".into()]
                 },
+                quota: QuotaConfig {
+                    store: "/srv/q".into(),
+                    backend: Some("loop".into()),
+                    mount_path: "/app".into(),
+                },
             }
         );
+        for bad in [
+            "[quota]\nstore = \"rel\"\n",
+            "[quota]\nbackend = \"zfs\"\n",
+            "[quota]\nmount_path = \"home\"\n",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -377,7 +454,7 @@ mod tests {
         assert_eq!(
             error("[identiti]\n"),
             "node config /etc/paddock/config.toml, line 1, key identiti: \
-             unknown field `identiti`, expected `identity` or `acl`"
+             unknown field `identiti`, expected one of `identity`, `acl`, `quota`"
         );
     }
 

@@ -56,6 +56,10 @@ pub enum Error {
     },
     #[error(transparent)]
     Seccomp(#[from] crate::seccomp::SeccompError),
+    #[error(transparent)]
+    Quota(#[from] paddock_quota::Error),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error("{0}")]
     Invalid(String),
 }

@@ -19,6 +19,9 @@ use crate::error::{Error, Result};
 pub const ANNOTATION_PREFIX: &str = "io.paddock.";
 pub const APP: &str = "io.paddock.app";
 pub const APP_MEMORY: &str = "io.paddock.app.memory";
+pub const DISK: &str = "io.paddock.disk";
+pub const DISK_INODES: &str = "io.paddock.disk.inodes";
+pub const DISK_PATH: &str = "io.paddock.disk.path";
 pub const OOM: &str = "io.paddock.oom";
 pub const PIDS: &str = "io.paddock.pids";
 
@@ -45,6 +48,9 @@ pub const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/u
 pub struct Annotations {
     pub app: Option<String>,
     pub app_memory: Option<u64>,
+    pub disk: Option<u64>,
+    pub disk_inodes: Option<u64>,
+    pub disk_path: Option<std::path::PathBuf>,
     pub oom: OomPolicy,
     pub pids: Option<i64>,
 }
@@ -61,6 +67,18 @@ pub struct Plan {
     /// Memory limit of the app level, for all its instances together.
     pub app_memory: Option<u64>,
     pub oom: OomPolicy,
+    /// The disk quota asked for, if any.
+    pub disk: Option<Disk>,
+}
+
+/// A disk quota on the sandbox's writable volume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disk {
+    pub bytes: u64,
+    /// `None`: the node's default for the size.
+    pub inodes: Option<u64>,
+    /// Where the sandbox sees its volume; `None`: the node's default (`/home/vcap`).
+    pub path: Option<std::path::PathBuf>,
 }
 
 /// Parses the `io.paddock.*` annotations. Unknown keys under the prefix are errors.
@@ -85,7 +103,21 @@ pub fn parse_annotations(all: Option<&HashMap<String, String>>) -> Result<Annota
                 out.app = Some(value.clone());
             }
             APP_MEMORY => {
-                out.app_memory = Some(crate::size::parse_bytes(value).map_err(|e| bad(&e))?);
+                out.app_memory = Some(size(value).map_err(|e| bad(&e))?);
+            }
+            DISK => {
+                out.disk = Some(size(value).map_err(|e| bad(&e))?);
+            }
+            DISK_INODES => {
+                let n = paddock_quota::parse_inodes(value).map_err(|e| bad(&e.to_string()))?;
+                out.disk_inodes = Some(n);
+            }
+            DISK_PATH => {
+                let p = std::path::Path::new(value.trim());
+                if !p.is_absolute() || p.components().any(|c| c.as_os_str() == "..") {
+                    return Err(bad("must be an absolute path without '..'"));
+                }
+                out.disk_path = Some(p.to_path_buf());
             }
             OOM => {
                 out.oom = match value.trim() {
@@ -108,6 +140,11 @@ pub fn parse_annotations(all: Option<&HashMap<String, String>>) -> Result<Annota
         }
     }
     Ok(out)
+}
+
+/// A byte size as platforms write them (`512M`, `1G`), through the quota crate's parser.
+fn size(value: &str) -> std::result::Result<u64, String> {
+    paddock_quota::parse_size(value).map_err(|e| e.to_string())
 }
 
 fn validate_app(app: &str) -> std::result::Result<(), &'static str> {
@@ -248,12 +285,25 @@ pub fn plan(mut spec: Spec, id: &str, systemd: bool) -> Result<Plan> {
         apply_seccomp_default(&mut spec, &mut process);
         spec.set_process(Some(process));
     }
+    if ann.disk.is_none() && (ann.disk_inodes.is_some() || ann.disk_path.is_some()) {
+        return Err(Error::Annotation {
+            key: DISK.into(),
+            value: String::new(),
+            reason: "io.paddock.disk.inodes and io.paddock.disk.path need a disk size".into(),
+        });
+    }
+    let disk = ann.disk.map(|bytes| Disk {
+        bytes,
+        inodes: ann.disk_inodes,
+        path: ann.disk_path.clone(),
+    });
     Ok(Plan {
         spec,
         cgroups_path,
         app,
         app_memory: ann.app_memory,
         oom: ann.oom,
+        disk,
     })
 }
 
@@ -535,6 +585,46 @@ mod tests {
         let arch = crate::seccomp::native_arch().unwrap_or_else(|e| panic!("{e}"));
         let profile = seccomp.unwrap_or_default();
         assert!(crate::seccomp::compile(&profile, arch).is_ok());
+    }
+
+    #[test]
+    fn disk_annotations() {
+        let p = plan(
+            spec_with(
+                &[(DISK, "512M"), (DISK_INODES, "1000"), (DISK_PATH, "/data")],
+                None,
+            ),
+            "a",
+            false,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            p.disk,
+            Some(Disk {
+                bytes: 512 << 20,
+                inodes: Some(1000),
+                path: Some("/data".into())
+            })
+        );
+        for (k, v) in [
+            (DISK, "-1"),
+            (DISK, "1Q"),
+            (DISK, "0"),
+            (DISK, ""),
+            (DISK_PATH, "rel"),
+            (DISK_PATH, "/a/../b"),
+        ] {
+            let with_size: Vec<(&str, &str)> = if k == DISK {
+                vec![(k, v)]
+            } else {
+                vec![(DISK, "1G"), (k, v)]
+            };
+            match plan(spec_with(&with_size, None), "a", false) {
+                Ok(_) => panic!("{k}={v} accepted"),
+                Err(e) => assert!(e.to_string().contains(k), "{e}"),
+            }
+        }
+        assert!(plan(spec_with(&[(DISK_INODES, "10")], None), "a", false).is_err());
     }
 
     #[test]

@@ -17,6 +17,29 @@ pub struct Stats {
     pub pids: Pids,
     pub blkio: Blkio,
     pub hugetlb: HashMap<String, Hugetlb>,
+    /// The disk-quota volume (paddock's addition; runc has no such field).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk: Option<Disk>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Disk {
+    pub usage: u64,
+    pub limit: u64,
+    pub inodes: u64,
+    #[serde(rename = "inodesLimit")]
+    pub inodes_limit: u64,
+}
+
+impl From<paddock_quota::Usage> for Disk {
+    fn from(u: paddock_quota::Usage) -> Self {
+        Disk {
+            usage: u.bytes_used,
+            limit: u.bytes_limit,
+            inodes: u.inodes_used,
+            inodes_limit: u.inodes_limit,
+        }
+    }
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -203,6 +226,7 @@ pub fn convert(s: CgStats) -> Stats {
                 )
             })
             .collect(),
+        disk: None,
     }
 }
 

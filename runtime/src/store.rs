@@ -26,6 +26,9 @@ pub struct Record {
     pub cgroups_path: String,
     /// The app, when paddock chose the placement `/paddock/<app>/<id>`.
     pub app: Option<String>,
+    /// The disk-quota volume, when the sandbox has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<crate::disk::VolumeRef>,
 }
 
 /// The state directory given by `--root`.
@@ -154,6 +157,7 @@ mod tests {
             rootfs: "/b/rootfs".into(),
             cgroups_path: "/paddock/default/a".into(),
             app: Some("default".into()),
+            volume: None,
         };
         store.write(&rec).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(store.read("a").ok().flatten(), Some(rec));

@@ -230,6 +230,13 @@ impl World {
             .tempdir()
             .unwrap_or_else(|e| panic!("tempdir: {e}"));
         let root = dir.path().join("state");
+        // Node policy of this world: its own quota store, so volumes stay inside the temp dir.
+        let config = format!(
+            "[quota]\nstore = \"{}\"\n",
+            dir.path().join("quota").display()
+        );
+        fs::write(dir.path().join("config.toml"), config)
+            .unwrap_or_else(|e| panic!("write config: {e}"));
         Self {
             dir,
             root,
@@ -288,6 +295,7 @@ impl World {
             None => Stdio::from(open(&self.path().join(format!("in.{n}")))),
         };
         let status = Command::new(paddock_bin())
+            .env("PADDOCK_CONFIG", self.path().join("config.toml"))
             .arg("--root")
             .arg(&self.root)
             .args(args)
@@ -314,6 +322,7 @@ impl World {
         let err = File::create(out.with_extension("err"))
             .unwrap_or_else(|e| panic!("create {out:?}.err: {e}"));
         let child = Command::new(paddock_bin())
+            .env("PADDOCK_CONFIG", self.path().join("config.toml"))
             .arg("--root")
             .arg(&self.root)
             .args(args)

@@ -3,10 +3,13 @@ use std::path::{Path, PathBuf};
 
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
+use paddock_quota::Owner;
 
 use super::{delete, NodeLock};
 use crate::bundle;
 use crate::cgroups::{Layout, SandboxCgroup};
+use crate::config::NodeConfig;
+use crate::disk;
 use crate::error::{Error, Result};
 use crate::executor::SandboxExecutor;
 use crate::id;
@@ -65,6 +68,21 @@ pub fn create(root: &Path, sandbox: &str, opts: &CreateOptions) -> Result<i32> {
         plan.spec.set_root(Some(r));
     }
 
+    // Node policy is read only when the sandbox asks for something that needs it.
+    let volume = match &plan.disk {
+        Some(d) => {
+            let cfg = NodeConfig::load_default()?.quota;
+            let vref = disk::VolumeRef {
+                id: disk::volume_id(root, sandbox),
+                backend: disk::backend_for(&cfg)?,
+                store: cfg.store.clone(),
+            };
+            let dest = d.path.clone().unwrap_or(cfg.mount_path);
+            Some((vref, d.clone(), dest))
+        }
+        None => None,
+    };
+
     let record_dir = store.create(sandbox)?;
     let record = Record {
         id: sandbox.to_string(),
@@ -72,9 +90,14 @@ pub fn create(root: &Path, sandbox: &str, opts: &CreateOptions) -> Result<i32> {
         rootfs,
         cgroups_path: plan.cgroups_path.clone(),
         app: plan.app.clone(),
+        volume: volume.as_ref().map(|(v, _, _)| v.clone()),
     };
     let result = store
         .write(&record)
+        .and_then(|()| match &volume {
+            Some((vref, d, dest)) => attach_volume(&mut plan.spec, vref, d, dest),
+            None => Ok(()),
+        })
         .and_then(|()| write_spec(&record_dir, &plan.spec))
         .and_then(|()| build(root, sandbox, &record_dir, opts, plan.app.is_some(), filter))
         .and_then(|pid| {
@@ -149,6 +172,28 @@ fn write_spec(dir: &Path, spec: &oci_spec::runtime::Spec) -> Result<()> {
     let data = serde_json::to_vec(spec)
         .map_err(|e| Error::Invalid(format!("encode {}: {e}", path.display())))?;
     fs::write(&path, data).map_err(|e| Error::io("write", path, e))
+}
+
+/// Creates the sandbox's quota volume, owned by its user, and mounts it into the spec.
+fn attach_volume(
+    spec: &mut oci_spec::runtime::Spec,
+    vref: &disk::VolumeRef,
+    d: &policy::Disk,
+    dest: &Path,
+) -> Result<()> {
+    let owner = spec
+        .process()
+        .as_ref()
+        .map(|p| Owner {
+            uid: p.user().uid(),
+            gid: p.user().gid(),
+        })
+        .unwrap_or(Owner { uid: 0, gid: 0 });
+    let volume = disk::create(vref, d, owner)?;
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    mounts.push(disk::mount(&volume, dest)?);
+    spec.set_mounts(Some(mounts));
+    Ok(())
 }
 
 /// The spec's seccomp profile compiled for this machine (policy gave every spec one).

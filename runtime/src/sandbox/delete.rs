@@ -3,6 +3,7 @@ use std::path::Path;
 use libcontainer::container::ContainerStatus;
 
 use super::{wrong_state, Loaded, NodeLock};
+use crate::disk;
 use crate::error::{Error, Result};
 use crate::monitor;
 use crate::policy;
@@ -40,6 +41,10 @@ pub fn delete(root: &Path, sandbox: &str, force: bool) -> Result<()> {
             let _lock = NodeLock::take(true)?;
             teardown::remove_if_empty(&cg, &format!("/{}/{app}", policy::CGROUP_ROOT));
         }
+    }
+    // The sandbox's processes are gone, so nothing holds its volume any more.
+    if let Some(vref) = loaded.record.as_ref().and_then(|r| r.volume.as_ref()) {
+        disk::remove(vref)?;
     }
     if let Some(c) = &loaded.container {
         if let Ok(cfg) = c.spec() {

@@ -7,6 +7,7 @@ use libcontainer::container::ContainerStatus;
 use serde::Serialize;
 
 use super::{wrong_state, Loaded};
+use crate::disk;
 use crate::error::{Error, Result};
 use crate::oom::{self, OomEvent, Wake};
 use crate::policy;
@@ -19,10 +20,14 @@ const STATUS_POLL: Duration = Duration::from_millis(100);
 pub fn stats(root: &Path, sandbox: &str) -> Result<Stats> {
     let loaded = Loaded::open(root, sandbox)?;
     let status = loaded.status();
-    match loaded.cgroups_path() {
-        Some(p) if status != ContainerStatus::Stopped => stats::read(&p, sandbox),
-        _ => Err(wrong_state(sandbox, status, "events", "running")),
+    let mut s = match loaded.cgroups_path() {
+        Some(p) if status != ContainerStatus::Stopped => stats::read(&p, sandbox)?,
+        _ => return Err(wrong_state(sandbox, status, "events", "running")),
+    };
+    if let Some(vref) = loaded.record.as_ref().and_then(|r| r.volume.as_ref()) {
+        s.disk = Some(disk::usage(vref)?.into());
     }
+    Ok(s)
 }
 
 fn emit<T: Serialize>(out: &mut dyn Write, kind: &str, id: &str, data: Option<T>) -> Result<()> {

@@ -1,0 +1,128 @@
+//! The sandbox's writable volume under a disk quota (`io.paddock.disk`): created through the
+//! quota crate's backend before the engine runs, bind-mounted into the sandbox, measured for
+//! stats, removed at delete. Everything needed to remove it is in the sandbox record, so
+//! `delete --force` after a crash finds it.
+
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{Mount, MountBuilder};
+use paddock_quota::{
+    Backend, Limits, LoopImage, Options, Owner, ProjectQuota, QuotaBackend, Usage, Volume,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::config::QuotaConfig;
+use crate::error::{Error, Result};
+use crate::policy::Disk;
+
+/// What the record keeps of a sandbox's volume.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VolumeRef {
+    pub store: PathBuf,
+    pub id: String,
+    pub backend: Backend,
+}
+
+/// Inodes a volume gets when `io.paddock.disk.inodes` is absent: one per 16 KiB, at least 1024.
+pub fn default_inodes(bytes: u64) -> u64 {
+    (bytes / (16 << 10)).max(1024)
+}
+
+/// A volume id unique on the node: sandbox ids are unique only within one `--root`.
+pub fn volume_id(root: &Path, sandbox: &str) -> String {
+    // FNV-1a: stable across builds and processes.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in root
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .chain(&[0u8])
+        .chain(sandbox.as_bytes())
+    {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("v{h:016x}")
+}
+
+fn options() -> Options {
+    Options::default()
+}
+
+/// Picks the backend for the store (forced by the config, or probed).
+pub fn backend_for(cfg: &QuotaConfig) -> Result<Backend> {
+    std::fs::create_dir_all(&cfg.store).map_err(|e| Error::io("create", &cfg.store, e))?;
+    let forced = match cfg.backend.as_deref() {
+        Some(b) => Some(b.parse::<Backend>()?),
+        None => None,
+    };
+    Ok(paddock_quota::probe(&cfg.store, &options())?.choose(forced)?)
+}
+
+/// The backend a volume was made with; no probe, since create already chose it.
+fn open(store: &Path, backend: Backend) -> Result<Box<dyn QuotaBackend>> {
+    Ok(match backend {
+        Backend::Loop => Box::new(LoopImage::open(store)?),
+        Backend::Project => Box::new(ProjectQuota::open(store, &options())?),
+    })
+}
+
+/// Creates the volume for `disk`, owned by the sandbox's user.
+pub fn create(vref: &VolumeRef, disk: &Disk, owner: Owner) -> Result<Volume> {
+    paddock_quota::check_fits(&vref.store, disk.bytes)?;
+    let inodes = disk.inodes.unwrap_or_else(|| default_inodes(disk.bytes));
+    let limits = Limits::new(disk.bytes, inodes)?;
+    Ok(open(&vref.store, vref.backend)?.create(&vref.id, &limits, owner)?)
+}
+
+/// The bind mount that shows the volume at `destination` inside the sandbox.
+pub fn mount(volume: &Volume, destination: &Path) -> Result<Mount> {
+    MountBuilder::default()
+        .destination(destination.to_path_buf())
+        .typ("bind")
+        .source(volume.path.clone())
+        .options(vec![
+            "rbind".to_string(),
+            "rw".to_string(),
+            "nosuid".to_string(),
+            "nodev".to_string(),
+        ])
+        .build()
+        .map_err(|e| Error::Invalid(format!("volume mount at {}: {e}", destination.display())))
+}
+
+/// Current usage of the volume.
+pub fn usage(vref: &VolumeRef) -> Result<Usage> {
+    Ok(open(&vref.store, vref.backend)?.usage(&vref.id)?)
+}
+
+/// Removes the volume: idempotent, and finishes a half-made or half-removed one.
+pub fn remove(vref: &VolumeRef) -> Result<()> {
+    if !vref.store.exists() {
+        return Ok(());
+    }
+    Ok(open(&vref.store, vref.backend)?.remove(&vref.id)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volume_ids_are_per_root_and_valid() {
+        let a = volume_id(Path::new("/run/paddock"), "web-0");
+        let b = volume_id(Path::new("/run/containerd/runc/k8s.io"), "web-0");
+        assert_ne!(a, b);
+        assert_eq!(a, volume_id(Path::new("/run/paddock"), "web-0"));
+        assert!(paddock_quota::volume_id::check(&a).is_ok());
+        assert!(
+            paddock_quota::volume_id::check(&volume_id(Path::new("/r"), &"x".repeat(1024))).is_ok()
+        );
+    }
+
+    #[test]
+    fn inode_defaults() {
+        assert_eq!(default_inodes(1 << 20), 1024);
+        assert_eq!(default_inodes(1 << 30), 65536);
+    }
+}
