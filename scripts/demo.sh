@@ -21,12 +21,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-step "preparing the app bundle (busybox rootfs + examples/hello/app.sh, 64 MiB, 32 pids)"
+step "preparing the app bundle (busybox rootfs + examples/hello/app.sh, 64 MiB, 32 pids, 64 MiB disk)"
 bundle=$work/hello
 scripts/mkbundle.sh "$bundle" --memory 67108864 --pids 32 -- /app/app.sh
 mkdir -p "$bundle/rootfs/app"
 cp examples/hello/app.sh "$bundle/rootfs/app/"
-jq '.annotations = {"io.paddock.app": "hello"}
+jq '.annotations = {"io.paddock.app": "hello", "io.paddock.disk": "64M"}
     | .mounts += [{"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
                    "options": ["nosuid", "noexec", "nodev", "ro"]}]' \
    "$bundle/config.json" > "$work/config.json" && mv "$work/config.json" "$bundle/config.json"
@@ -52,10 +52,12 @@ step "an HTTP request inside hello-1 (paddock exec … wget 127.0.0.1:8080)"
 "$paddock" --root "$root" exec hello-1 wget -qO- http://127.0.0.1:8080/
 step "a fork bomb in hello-0 stays inside its pids limit"
 "$paddock" --root "$root" exec --detach hello-0 sh -c 'b() { b | b & }; b' </dev/null >/dev/null 2>&1
+step "hello-1 tries to fill the disk: its 64 MiB volume at /home/vcap says no"
+"$paddock" --root "$root" exec hello-1 sh -c 'dd if=/dev/zero of=/home/vcap/fill bs=1M count=100 2>&1 | grep -v records' || true
 sleep 1
 for id in "${ids[@]}"; do
   "$paddock" --root "$root" events --stats "$id" | jq -r --arg id "$id" \
-    '"\($id): memory \(.data.memory.usage.usage / 1048576 | floor) MiB of \(.data.memory.usage.limit / 1048576) MiB, pids \(.data.pids.current) of \(.data.pids.limit)"'
+    '"\($id): memory \(.data.memory.usage.usage / 1048576 | floor) MiB of \(.data.memory.usage.limit / 1048576) MiB, pids \(.data.pids.current) of \(.data.pids.limit), disk \(.data.disk.usage / 1048576 | floor) MiB of \(.data.disk.limit / 1048576) MiB"'
 done
 step "the host is fine: paddock kill --all hello-0 KILL, then delete both"
 time "$paddock" --root "$root" kill --all hello-0 KILL
