@@ -698,7 +698,7 @@ disabled_plugins = [
         let cgroup_roots = self.cgroup_dirs(&containers);
         let mut victims = BTreeSet::new();
         for dir in &cgroup_roots {
-            victims.extend(cgroup_tree_pids(dir));
+            victims.extend(crate::cgroup_pids(dir));
         }
         let victims: Vec<i32> = victims.into_iter().collect();
         for pid in &victims {
@@ -1605,21 +1605,6 @@ fn wait_pids_gone(pids: &[i32], timeout: Duration) -> bool {
         }
         thread::sleep(Duration::from_millis(10));
     }
-}
-
-fn cgroup_tree_pids(dir: &Path) -> Vec<i32> {
-    let mut pids = Vec::new();
-    if let Ok(procs) = fs::read_to_string(dir.join("cgroup.procs")) {
-        pids.extend(procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
-    }
-    if let Ok(rd) = fs::read_dir(dir) {
-        for e in rd.flatten() {
-            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                pids.extend(cgroup_tree_pids(&e.path()));
-            }
-        }
-    }
-    pids
 }
 
 fn remove_cgroup_tree(dir: &Path, timeout: Duration) -> Result<()> {

@@ -144,6 +144,10 @@ fn limits_reach_the_cgroup_and_update_changes_them() {
             "--memory", "67108864", "--pids", "50", "--", "sleep", "1000",
         ],
     );
+    w.edit_spec(&b, |v| {
+        v["linux"]["resources"]["cpu"] =
+            serde_json::json!({"shares": 512, "quota": 50000, "period": 100000});
+    });
     w.paddock(&["run", "-d", "--bundle", s(&b), "l1"]).ok();
     let mem = "/sys/fs/cgroup/memory/paddock/t-lim/l1";
     let pids = "/sys/fs/cgroup/pids/paddock/t-lim/l1";
@@ -169,6 +173,8 @@ fn limits_reach_the_cgroup_and_update_changes_them() {
     } else {
         let v2 = "/sys/fs/cgroup/paddock/t-lim/l1";
         assert_eq!(read(&format!("{v2}/memory.max")), "67108864");
+        assert_eq!(read(&format!("{v2}/memory.swap.max")), "0", "no swap");
+        assert_eq!(read(&format!("{v2}/cpu.max")), "50000 100000");
         assert_eq!(read(&format!("{v2}/pids.max")), "50");
         w.paddock(&[
             "update",
