@@ -265,7 +265,8 @@ fn bad_limits_get_clear_errors() {
         "big",
         64 * MIB,
         ann,
-        "x=$(head -c 16777216 /dev/zero | tr '\\0' a); sleep 1000",
+        // A loop, not a final `sleep`: busybox sh would exec the last command and drop `x`.
+        "x=$(head -c 16777216 /dev/zero | tr '\\0' a); while :; do sleep 1; done",
     );
     w.paddock(&["run", "-d", "--bundle", s(&b), "big"]).ok();
     assert!(eventually(Duration::from_secs(5), || {
