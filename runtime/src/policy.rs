@@ -274,6 +274,7 @@ pub fn plan(mut spec: Spec, id: &str, systemd: bool) -> Result<Plan> {
         resources.set_memory(Some(memory_contract(memory)?));
     }
     linux.set_resources(Some(resources));
+    apply_path_defaults(&mut linux);
     spec.set_linux(Some(linux));
 
     if let Some(mut process) = spec.process().clone() {
@@ -305,6 +306,43 @@ pub fn plan(mut spec: Spec, id: &str, systemd: bool) -> Result<Plan> {
         oom: ann.oom,
         disk,
     })
+}
+
+/// Kernel paths hidden from a sandbox whose spec names none (runc's and Docker's list).
+pub const DEFAULT_MASKED_PATHS: &[&str] = &[
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/interrupts",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/sys/devices/virtual/powercap",
+    "/sys/firmware",
+];
+
+/// Kernel paths a sandbox whose spec names none may read but not write.
+pub const DEFAULT_READONLY_PATHS: &[&str] = &[
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// A spec that says nothing about masked or read-only paths gets the defaults; one that lists
+/// them, even as an empty list, is taken at its word.
+fn apply_path_defaults(linux: &mut oci_spec::runtime::Linux) {
+    let owned = |l: &[&str]| l.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+    if linux.masked_paths().is_none() {
+        linux.set_masked_paths(Some(owned(DEFAULT_MASKED_PATHS)));
+    }
+    if linux.readonly_paths().is_none() {
+        linux.set_readonly_paths(Some(owned(DEFAULT_READONLY_PATHS)));
+    }
 }
 
 /// A spec without `linux.seccomp` gets paddock's default profile (Docker's, with the
@@ -625,6 +663,27 @@ mod tests {
             }
         }
         assert!(plan(spec_with(&[(DISK_INODES, "10")], None), "a", false).is_err());
+    }
+
+    #[test]
+    fn masked_and_readonly_defaults_only_when_absent() {
+        let p = plan(spec_with(&[], None), "a", false).unwrap_or_else(|e| panic!("{e}"));
+        let linux = p.spec.linux().clone().unwrap_or_default();
+        let masked = linux.masked_paths().clone().unwrap_or_default();
+        assert!(masked.iter().any(|m| m == "/proc/kcore"));
+        let ro = linux.readonly_paths().clone().unwrap_or_default();
+        assert!(ro.iter().any(|m| m == "/proc/sys"));
+        let mut spec = spec_with(&[], None);
+        let mut l = spec.linux().clone().unwrap_or_default();
+        l.set_masked_paths(Some(vec![]));
+        spec.set_linux(Some(l));
+        let p = plan(spec, "a", false).unwrap_or_else(|e| panic!("{e}"));
+        let linux = p.spec.linux().clone().unwrap_or_default();
+        assert_eq!(
+            linux.masked_paths().clone(),
+            Some(vec![]),
+            "an explicit empty list stands"
+        );
     }
 
     #[test]

@@ -44,10 +44,6 @@ impl Store {
         }
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// libcontainer's directory for the sandbox.
     pub fn container_dir(&self, id: &str) -> PathBuf {
         self.root.join(id)

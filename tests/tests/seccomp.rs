@@ -1,5 +1,6 @@
 //! Seccomp: the spec's profile is honoured, a spec without one gets paddock's default, exec'd
-//! processes are filtered too, and a bad profile is a clear error at create.
+//! processes are filtered too, and a bad profile is a clear error at create. Kernel paths: a
+//! spec that names no masked or read-only paths gets paddock's defaults.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
@@ -108,4 +109,48 @@ fn bad_profiles_are_refused_at_create() {
         assert!(r.stderr.contains(want), "{}", r.stderr);
     }
     assert_no_leak(&before, &w.root, &format!("paddock/{APP}"));
+}
+
+#[test]
+fn kernel_paths_are_masked_and_read_only_by_default() {
+    if !require_root() {
+        return;
+    }
+    let w = World::new();
+    let script = "wc -c < /proc/interrupts; ls /sys/firmware | wc -l; \
+                  echo 1 > /proc/sys/kernel/ns_last_pid 2>&1; echo sys=$?; \
+                  echo h > /proc/sysrq-trigger 2>&1; echo sysrq=$?";
+    let b = w.bundle("b", &["--", "sh", "-c", script]);
+    w.edit_spec(&b, |v| {
+        v["annotations"] = serde_json::json!({"io.paddock.app": APP});
+        let linux = v["linux"].as_object_mut().unwrap();
+        linux.remove("maskedPaths");
+        linux.remove("readonlyPaths");
+        let caps = serde_json::json!(["CAP_SYS_ADMIN", "CAP_KILL"]);
+        for set in ["bounding", "effective", "permitted"] {
+            v["process"]["capabilities"][set] = caps.clone();
+        }
+    });
+    let r = w.paddock(&["run", "--bundle", s(&b), "paths"]);
+    assert_eq!(r.code, 0, "{} {}", r.stdout, r.stderr);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(
+        lines[0].trim(),
+        "0",
+        "/proc/interrupts is masked: {}",
+        r.stdout
+    );
+    assert_eq!(
+        lines[1].trim(),
+        "0",
+        "/sys/firmware is masked: {}",
+        r.stdout
+    );
+    // As root with CAP_SYS_ADMIN, only the read-only mounts stand in the way of these writes.
+    assert!(r.stderr.contains("Read-only file system"), "{}", r.stderr);
+    assert!(
+        r.stdout.contains("sys=1") && r.stdout.contains("sysrq=1"),
+        "{}",
+        r.stdout
+    );
 }

@@ -75,13 +75,15 @@ impl Loaded {
     }
 
     /// The container, or an error saying the sandbox never finished creating.
-    pub fn container_mut(&mut self, id: &str) -> Result<&mut Container> {
-        self.container.as_mut().ok_or_else(|| Error::WrongState {
-            id: id.to_string(),
-            status: "stopped".into(),
-            action: "this",
-            wanted: "created",
-        })
+    pub fn container_mut(
+        &mut self,
+        id: &str,
+        action: &'static str,
+        wanted: &'static str,
+    ) -> Result<&mut Container> {
+        self.container
+            .as_mut()
+            .ok_or_else(|| wrong_state(id, ContainerStatus::Stopped, action, wanted))
     }
 
     pub fn cgroups_path(&self) -> Option<String> {

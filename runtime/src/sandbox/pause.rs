@@ -13,7 +13,7 @@ pub fn pause(root: &Path, sandbox: &str) -> Result<()> {
         return Err(wrong_state(sandbox, status, "pause", "running"));
     }
     loaded
-        .container_mut(sandbox)?
+        .container_mut(sandbox, "pause", "running")?
         .pause()
         .map_err(|e| Error::container("pause", sandbox, &e))
 }

@@ -13,7 +13,7 @@ pub fn resume(root: &Path, sandbox: &str) -> Result<()> {
         return Err(wrong_state(sandbox, status, "resume", "paused"));
     }
     loaded
-        .container_mut(sandbox)?
+        .container_mut(sandbox, "resume", "paused")?
         .resume()
         .map_err(|e| Error::container("resume", sandbox, &e))
 }

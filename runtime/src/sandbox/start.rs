@@ -13,7 +13,7 @@ pub fn start(root: &Path, sandbox: &str) -> Result<()> {
         return Err(wrong_state(sandbox, status, "start", "created"));
     }
     loaded
-        .container_mut(sandbox)?
+        .container_mut(sandbox, "start", "created")?
         .start()
         .map_err(|e| Error::container("start", sandbox, &e))
 }
