@@ -56,11 +56,18 @@ rc=0
 "$PYTHON" "$here/teardown.py" --runtimes "$RUNTIMES" --reps "${REPS:-5}" ${TEARDOWN_ARGS:-} >/dev/null || rc2=$?
 rc2=${rc2:-0}
 [ "$rc2" -ge 128 ] && exit "$rc2"
+# paddock only: OOM notification latency (issue 2) and what a disk quota costs (issue 4)
+extra=""
+if [ -n "${PADDOCK:-}" ]; then
+  "$PYTHON" "$here/oom.py" --paddock "$PADDOCK" > "$here/out/oom.txt" 2>&1 || rc2=1
+  "$PYTHON" "$here/quota.py" --paddock "$PADDOCK" > "$here/out/quota.txt" 2>&1 || rc2=1
+  extra="oom quota"
+fi
 
 # 4. summary
 echo
 echo "================================ summary ================================"
-for f in lifecycle teardown; do
+for f in lifecycle teardown $extra; do
   if [ -f "$here/out/$f.txt" ]; then
     cat "$here/out/$f.txt"
   else
