@@ -28,23 +28,6 @@ pub fn default_inodes(bytes: u64) -> u64 {
     (bytes / (16 << 10)).max(1024)
 }
 
-/// A volume id unique on the node: sandbox ids are unique only within one `--root`.
-pub fn volume_id(root: &Path, sandbox: &str) -> String {
-    // FNV-1a: stable across builds and processes.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in root
-        .as_os_str()
-        .as_encoded_bytes()
-        .iter()
-        .chain(&[0u8])
-        .chain(sandbox.as_bytes())
-    {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("v{h:016x}")
-}
-
 fn options() -> Options {
     Options::default()
 }
@@ -109,15 +92,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn volume_ids_are_per_root_and_valid() {
-        let a = volume_id(Path::new("/run/paddock"), "web-0");
-        let b = volume_id(Path::new("/run/containerd/runc/k8s.io"), "web-0");
+    fn node_keys_are_per_root_and_valid_volume_ids() {
+        use crate::store::node_key;
+        let a = node_key(Path::new("/run/paddock"), "web-0");
+        let b = node_key(Path::new("/run/containerd/runc/k8s.io"), "web-0");
         assert_ne!(a, b);
-        assert_eq!(a, volume_id(Path::new("/run/paddock"), "web-0"));
+        assert_eq!(a, node_key(Path::new("/run/paddock"), "web-0"));
         assert!(paddock_quota::volume_id::check(&a).is_ok());
-        assert!(
-            paddock_quota::volume_id::check(&volume_id(Path::new("/r"), &"x".repeat(1024))).is_ok()
-        );
+        assert!(crate::id::validate(&a).is_ok());
+        let long = node_key(Path::new("/r"), &"x".repeat(1024));
+        assert!(paddock_quota::volume_id::check(&long).is_ok());
     }
 
     #[test]

@@ -60,6 +60,8 @@ pub enum Error {
     Quota(#[from] paddock_quota::Error),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
     #[error("{0}")]
     Invalid(String),
 }

@@ -326,6 +326,13 @@ fn io_err<'a>(
     }
 }
 
+/// The pool of the node config, with its lock file beside the lease directory (leases need not
+/// wait for creates holding the node lock).
+pub fn pool(config: &IdentityConfig) -> Pool {
+    let lock = config.lease_dir.with_extension("lock");
+    Pool::from_config(config).with_lock_file(lock)
+}
+
 /// The node-wide pool: the range from the config, the lease directory and the node lock.
 #[derive(Debug, Clone)]
 pub struct Pool {

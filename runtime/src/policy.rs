@@ -23,6 +23,7 @@ pub const DISK: &str = "io.paddock.disk";
 pub const DISK_INODES: &str = "io.paddock.disk.inodes";
 pub const DISK_PATH: &str = "io.paddock.disk.path";
 pub const OOM: &str = "io.paddock.oom";
+pub const USER: &str = "io.paddock.user";
 pub const PIDS: &str = "io.paddock.pids";
 
 /// What happens when the kernel OOM-kills a process of the sandbox.
@@ -51,6 +52,8 @@ pub struct Annotations {
     pub disk: Option<u64>,
     pub disk_inodes: Option<u64>,
     pub disk_path: Option<std::path::PathBuf>,
+    /// Keep the spec's user (`io.paddock.user=spec`) instead of leasing a pool identity.
+    pub spec_user: bool,
     pub oom: OomPolicy,
     pub pids: Option<i64>,
 }
@@ -69,6 +72,8 @@ pub struct Plan {
     pub oom: OomPolicy,
     /// The disk quota asked for, if any.
     pub disk: Option<Disk>,
+    /// Whether the app runs as a host identity leased from the node's pool (the default).
+    pub pool_user: bool,
 }
 
 /// A disk quota on the sandbox's writable volume.
@@ -118,6 +123,13 @@ pub fn parse_annotations(all: Option<&HashMap<String, String>>) -> Result<Annota
                     return Err(bad("must be an absolute path without '..'"));
                 }
                 out.disk_path = Some(p.to_path_buf());
+            }
+            USER => {
+                out.spec_user = match value.trim() {
+                    "pool" => false,
+                    "spec" => true,
+                    _ => return Err(bad("expected pool or spec")),
+                };
             }
             OOM => {
                 out.oom = match value.trim() {
@@ -305,6 +317,7 @@ pub fn plan(mut spec: Spec, id: &str, systemd: bool) -> Result<Plan> {
         app_memory: ann.app_memory,
         oom: ann.oom,
         disk,
+        pool_user: !ann.spec_user,
     })
 }
 
@@ -332,6 +345,20 @@ pub const DEFAULT_READONLY_PATHS: &[&str] = &[
     "/proc/sys",
     "/proc/sysrq-trigger",
 ];
+
+/// Makes the sandbox's process run as a leased pool identity: uid and gid from the lease, no
+/// supplementary groups (they could reach host groups' files).
+pub fn run_as(spec: &mut Spec, uid: u32, gid: u32) {
+    if let Some(mut process) = spec.process().clone() {
+        let mut user = process.user().clone();
+        user.set_uid(uid);
+        user.set_gid(gid);
+        user.set_additional_gids(None);
+        user.set_umask(Some(0o077));
+        process.set_user(user);
+        spec.set_process(Some(process));
+    }
+}
 
 /// A spec that says nothing about masked or read-only paths gets the defaults; one that lists
 /// them, even as an empty list, is taken at its word.
@@ -684,6 +711,25 @@ mod tests {
             Some(vec![]),
             "an explicit empty list stands"
         );
+    }
+
+    #[test]
+    fn user_annotation() {
+        let p = plan(spec_with(&[], None), "a", false).unwrap_or_else(|e| panic!("{e}"));
+        assert!(p.pool_user);
+        let p =
+            plan(spec_with(&[(USER, "spec")], None), "a", false).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!p.pool_user);
+        assert!(plan(spec_with(&[(USER, "root")], None), "a", false).is_err());
+        let mut spec = spec_with(&[], None);
+        run_as(&mut spec, 2_010_000_007, 2_010_000_007);
+        let user = spec
+            .process()
+            .as_ref()
+            .map(|p| p.user().clone())
+            .unwrap_or_default();
+        assert_eq!((user.uid(), user.gid()), (2_010_000_007, 2_010_000_007));
+        assert_eq!(user.additional_gids(), &None);
     }
 
     #[test]

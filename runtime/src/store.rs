@@ -14,6 +14,32 @@ use crate::error::{Error, Result};
 const RECORDS: &str = ".paddock";
 const RECORD_FILE: &str = "sandbox.json";
 
+/// A key for the sandbox unique on the node (sandbox ids are unique only within one `--root`):
+/// it names node-wide resources, the quota volume and the identity lease.
+pub fn node_key(root: &Path, sandbox: &str) -> String {
+    // FNV-1a: stable across builds and processes.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in root
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .chain(&[0u8])
+        .chain(sandbox.as_bytes())
+    {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("v{h:016x}")
+}
+
+/// The host identity a sandbox leased, and where the lease lives.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IdentityRef {
+    pub uid: u32,
+    pub gid: u32,
+    pub lease_dir: PathBuf,
+}
+
 /// What paddock remembers of a sandbox.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Record {
@@ -29,6 +55,9 @@ pub struct Record {
     /// The disk-quota volume, when the sandbox has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume: Option<crate::disk::VolumeRef>,
+    /// The pool identity the sandbox runs as, unless its spec's user was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<IdentityRef>,
 }
 
 /// The state directory given by `--root`.
@@ -154,6 +183,7 @@ mod tests {
             cgroups_path: "/paddock/default/a".into(),
             app: Some("default".into()),
             volume: None,
+            identity: None,
         };
         store.write(&rec).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(store.read("a").ok().flatten(), Some(rec));

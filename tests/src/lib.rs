@@ -248,6 +248,17 @@ impl World {
         self.dir.path()
     }
 
+    /// Rewrites this world's node config with an identity pool of its own.
+    pub fn set_pool(&self, base: u32, size: u32) {
+        let config = format!(
+            "[identity]\nbase = {base}\nsize = {size}\nlease_dir = \"{}\"\n[quota]\nstore = \"{}\"\n",
+            self.path().join("leases").display(),
+            self.path().join("quota").display()
+        );
+        fs::write(self.path().join("config.toml"), config)
+            .unwrap_or_else(|e| panic!("write config: {e}"));
+    }
+
     /// Makes a busybox bundle; `extra` are mkbundle.sh options then `--` and the argv.
     pub fn bundle(&self, name: &str, extra: &[&str]) -> PathBuf {
         let dir = self.path().join(name);

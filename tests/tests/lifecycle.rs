@@ -208,6 +208,7 @@ fn spec_process_and_namespaces_are_honoured() {
     let b = app_bundle(&w, "b", "t-spec", &["--", "sh", "-c", script]);
     let hook = |name: &str| serde_json::json!([{"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {}/{name}", hooks_out.display())]}]);
     w.edit_spec(&b, |v| {
+        v["annotations"]["io.paddock.user"] = "spec".into();
         v["process"]["user"] = serde_json::json!({"uid": 1000, "gid": 1001});
         v["process"]["rlimits"] =
             serde_json::json!([{"type": "RLIMIT_NOFILE", "hard": 321, "soft": 321}]);

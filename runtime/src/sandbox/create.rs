@@ -13,12 +13,13 @@ use crate::disk;
 use crate::error::{Error, Result};
 use crate::executor::SandboxExecutor;
 use crate::id;
+use crate::identity::{self, LeaseKind};
 use crate::memory;
 use crate::monitor;
 use crate::network;
 use crate::policy;
 use crate::seccomp;
-use crate::store::{Record, Store};
+use crate::store::{self, IdentityRef, Record, Store};
 
 /// Options of `create` (runc's flags).
 #[derive(Debug, Clone, Default)]
@@ -69,21 +70,46 @@ pub fn create(root: &Path, sandbox: &str, opts: &CreateOptions) -> Result<i32> {
     }
 
     // Node policy is read only when the sandbox asks for something that needs it.
-    let volume = match &plan.disk {
-        Some(d) => {
-            let cfg = NodeConfig::load_default()?.quota;
+    let config = if plan.disk.is_some() || plan.pool_user {
+        Some(NodeConfig::load_default()?)
+    } else {
+        None
+    };
+    let key = store::node_key(root, sandbox);
+    let volume = match (&plan.disk, &config) {
+        (Some(d), Some(config)) => {
+            let cfg = config.quota.clone();
             let vref = disk::VolumeRef {
-                id: disk::volume_id(root, sandbox),
+                id: key.clone(),
                 backend: disk::backend_for(&cfg)?,
                 store: cfg.store.clone(),
             };
             let dest = d.path.clone().unwrap_or(cfg.mount_path);
             Some((vref, d.clone(), dest))
         }
-        None => None,
+        _ => None,
     };
 
     let record_dir = store.create(sandbox)?;
+    let identity = match (&config, plan.pool_user) {
+        (Some(config), true) => {
+            match identity::pool(&config.identity).lease(&key, LeaseKind::Single) {
+                Ok(lease) => {
+                    policy::run_as(&mut plan.spec, lease.uid, lease.gid);
+                    Some(IdentityRef {
+                        uid: lease.uid,
+                        gid: lease.gid,
+                        lease_dir: config.identity.lease_dir.clone(),
+                    })
+                }
+                Err(e) => {
+                    let _ = store.remove(sandbox);
+                    return Err(e.into());
+                }
+            }
+        }
+        _ => None,
+    };
     let record = Record {
         id: sandbox.to_string(),
         bundle: bundle_dir,
@@ -91,6 +117,7 @@ pub fn create(root: &Path, sandbox: &str, opts: &CreateOptions) -> Result<i32> {
         cgroups_path: plan.cgroups_path.clone(),
         app: plan.app.clone(),
         volume: volume.as_ref().map(|(v, _, _)| v.clone()),
+        identity,
     };
     let result = store
         .write(&record)

@@ -3,11 +3,38 @@ use std::path::Path;
 use libcontainer::container::ContainerStatus;
 
 use super::{wrong_state, Loaded, NodeLock};
+use crate::config::NodeConfig;
 use crate::disk;
 use crate::error::{Error, Result};
+use crate::identity;
 use crate::monitor;
 use crate::policy;
+use crate::store::{self, Record};
 use crate::teardown;
+
+/// Returns the sandbox's lease to the pool. Without a record of it (a create that crashed
+/// between the lease and the record) the node config's lease directory is asked by key.
+fn release_identity(root: &Path, sandbox: &str, record: Option<&Record>) -> Result<()> {
+    let mut config = match NodeConfig::load_default() {
+        Ok(c) => c.identity,
+        Err(e) if record.and_then(|r| r.identity.as_ref()).is_none() => {
+            tracing::warn!(
+                id = sandbox,
+                "node config unreadable, no lease to release: {e}"
+            );
+            return Ok(());
+        }
+        Err(_) => Default::default(),
+    };
+    if let Some(idr) = record.and_then(|r| r.identity.as_ref()) {
+        config.lease_dir = idr.lease_dir.clone();
+    }
+    if !config.lease_dir.exists() {
+        return Ok(());
+    }
+    identity::pool(&config).release(&store::node_key(root, sandbox))?;
+    Ok(())
+}
 
 /// Deletes a sandbox: kills whatever still runs in its cgroup tree, removes the cgroups, runs
 /// the poststop hooks and removes the state. Without `force` a running or paused sandbox is
@@ -46,6 +73,8 @@ pub fn delete(root: &Path, sandbox: &str, force: bool) -> Result<()> {
     if let Some(vref) = loaded.record.as_ref().and_then(|r| r.volume.as_ref()) {
         disk::remove(vref)?;
     }
+    // Only now may another sandbox get the identity: nothing runs as it, nothing it owned is left.
+    release_identity(root, sandbox, loaded.record.as_ref())?;
     if let Some(c) = &loaded.container {
         if let Ok(cfg) = c.spec() {
             if let Some(hooks) = cfg.hooks.as_ref() {

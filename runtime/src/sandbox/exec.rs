@@ -48,12 +48,26 @@ pub fn exec(root: &Path, sandbox: &str, opts: &ExecOptions) -> Result<i32> {
             ));
         }
     }
-    // The sandbox's own profile applies to processes exec'd into it, as runc does.
+    // The sandbox's own profile applies to processes exec'd into it, and without --user they
+    // run as the sandbox's user (its pool identity), as runc does; libcontainer alone would
+    // pick uid 0.
     let spec_path = loaded.store.record_dir(sandbox).join("config.json");
-    let filter = match std::fs::read(&spec_path) {
-        Ok(data) => super::create::seccomp_filter(&crate::bundle::parse_spec(&spec_path, &data)?)?,
+    let spec = match std::fs::read(&spec_path) {
+        Ok(data) => Some(crate::bundle::parse_spec(&spec_path, &data)?),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(Error::io("read", spec_path, e)),
+    };
+    let filter = match &spec {
+        Some(spec) => super::create::seccomp_filter(spec)?,
+        None => None,
+    };
+    let spec_user = spec
+        .as_ref()
+        .and_then(|s| s.process().as_ref())
+        .map(|p| p.user().clone());
+    let (user, group) = match (opts.user, &spec_user) {
+        (None, Some(u)) => (Some(u.uid()), opts.group.or(Some(u.gid()))),
+        _ => (opts.user, opts.group),
     };
     let fail = |e: &(dyn std::error::Error + 'static)| Error::container("exec in", sandbox, e);
     let pid = ContainerBuilder::new(sandbox.to_string(), SyscallType::default())
@@ -72,8 +86,8 @@ pub fn exec(root: &Path, sandbox: &str, opts: &ExecOptions) -> Result<i32> {
         .with_no_new_privs(opts.no_new_privs)
         .with_capabilities(opts.capabilities.clone())
         .with_container_args(opts.args.clone())
-        .with_user(opts.user)
-        .with_group(opts.group)
+        .with_user(user)
+        .with_group(group)
         .with_additional_gids(opts.additional_gids.clone())
         .build()
         .map_err(|e| fail(&e))?;

@@ -24,12 +24,22 @@ pub struct SandboxState {
     pub annotations: Option<HashMap<String, String>>,
     #[serde(rename = "cgroupsPath", skip_serializing_if = "Option::is_none")]
     pub cgroups_path: Option<String>,
+    /// The host identity the sandbox runs as, when leased from the pool.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<Identity>,
     /// OOM kills in the sandbox so far (while its cgroup exists).
     #[serde(rename = "oomKills", skip_serializing_if = "Option::is_none")]
     pub oom_kills: Option<u64>,
     /// How a stopped sandbox ended.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ended: Option<Ended>,
+}
+
+/// A leased host identity.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Identity {
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// Why a sandbox stopped.
@@ -113,6 +123,14 @@ pub fn state(root: &Path, sandbox: &str) -> Result<SandboxState> {
         owner: String::new(),
         annotations: c.and_then(|c| c.state.annotations.clone()),
         cgroups_path: loaded.cgroups_path(),
+        identity: loaded
+            .record
+            .as_ref()
+            .and_then(|r| r.identity.as_ref())
+            .map(|i| Identity {
+                uid: i.uid,
+                gid: i.gid,
+            }),
         oom_kills,
         ended,
     })
