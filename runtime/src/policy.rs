@@ -347,7 +347,8 @@ pub const DEFAULT_READONLY_PATHS: &[&str] = &[
 ];
 
 /// Makes the sandbox's process run as a leased pool identity: uid and gid from the lease, no
-/// supplementary groups (they could reach host groups' files).
+/// supplementary groups (they could reach host groups' files), no capabilities in any set and
+/// `no_new_privs`, so that nothing inside (a setuid binary, file capabilities) raises it.
 pub fn run_as(spec: &mut Spec, uid: u32, gid: u32) {
     if let Some(mut process) = spec.process().clone() {
         let mut user = process.user().clone();
@@ -356,6 +357,15 @@ pub fn run_as(spec: &mut Spec, uid: u32, gid: u32) {
         user.set_additional_gids(None);
         user.set_umask(Some(0o077));
         process.set_user(user);
+        let none = oci_spec::runtime::Capabilities::new();
+        let mut caps = process.capabilities().clone().unwrap_or_default();
+        caps.set_bounding(Some(none.clone()));
+        caps.set_effective(Some(none.clone()));
+        caps.set_permitted(Some(none.clone()));
+        caps.set_inheritable(Some(none.clone()));
+        caps.set_ambient(Some(none));
+        process.set_capabilities(Some(caps));
+        process.set_no_new_privileges(Some(true));
         spec.set_process(Some(process));
     }
 }
@@ -730,6 +740,17 @@ mod tests {
             .unwrap_or_default();
         assert_eq!((user.uid(), user.gid()), (2_010_000_007, 2_010_000_007));
         assert_eq!(user.additional_gids(), &None);
+        let process = spec.process().clone().unwrap_or_default();
+        let caps = process.capabilities().clone().unwrap_or_default();
+        for set in [
+            caps.bounding(),
+            caps.effective(),
+            caps.permitted(),
+            caps.ambient(),
+        ] {
+            assert_eq!(set.as_ref().map(|s| s.len()), Some(0));
+        }
+        assert_eq!(process.no_new_privileges(), Some(true));
     }
 
     #[test]
