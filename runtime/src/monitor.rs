@@ -193,19 +193,33 @@ pub fn exit_record(record_dir: &Path) -> Option<ExitRecord> {
     serde_json::from_slice(&data).ok()
 }
 
-/// Stops the sandbox's monitor, if it still runs (checked by pid and start time).
-pub fn stop(record_dir: &Path) {
-    let Ok(text) = fs::read_to_string(record_dir.join(PID_FILE)) else {
-        return;
-    };
+/// The monitor's pid, if it still runs (checked by pid and start time).
+fn running(record_dir: &Path) -> Option<i32> {
+    let text = fs::read_to_string(record_dir.join(PID_FILE)).ok()?;
     let mut parts = text.split_whitespace();
-    let (Some(pid), Some(start)) = (
-        parts.next().and_then(|p| p.parse::<i32>().ok()),
-        parts.next().and_then(|s| s.parse::<u64>().ok()),
-    ) else {
-        return;
-    };
-    if pid > 0 && start_time(pid) == Some(start) {
+    let pid = parts.next()?.parse::<i32>().ok()?;
+    let start = parts.next()?.parse::<u64>().ok()?;
+    (pid > 0 && start_time(pid) == Some(start)).then_some(pid)
+}
+
+/// How a stopped sandbox's init ended. The monitor writes it a moment after the kernel reports
+/// the exit, so a reader that saw the init stop waits for it while the monitor still runs.
+pub fn wait_exit_record(record_dir: &Path, patience: std::time::Duration) -> Option<ExitRecord> {
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        if let Some(rec) = exit_record(record_dir) {
+            return Some(rec);
+        }
+        if running(record_dir).is_none() || std::time::Instant::now() >= deadline {
+            return exit_record(record_dir);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// Stops the sandbox's monitor, if it still runs.
+pub fn stop(record_dir: &Path) {
+    if let Some(pid) = running(record_dir) {
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
     }
 }

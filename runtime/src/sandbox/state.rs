@@ -105,7 +105,10 @@ pub fn state(root: &Path, sandbox: &str) -> Result<SandboxState> {
         None
     } else {
         ended(
-            monitor::exit_record(&loaded.store.record_dir(sandbox)),
+            monitor::wait_exit_record(
+                &loaded.store.record_dir(sandbox),
+                std::time::Duration::from_millis(500),
+            ),
             oom_kills.unwrap_or(0),
         )
     };
