@@ -53,12 +53,20 @@ fn runs_as_an_unprivileged_pool_identity() {
     let out = attack(
         &w,
         "whoami",
-        "id -u; grep CapEff /proc/self/status",
+        "id -u; grep -E '^(Cap|NoNewPrivs)' /proc/self/status",
         no_edit,
     );
     let uid: u64 = out.lines().next().unwrap().trim().parse().unwrap();
     assert!(uid >= 2_000_000_000, "{out}");
-    assert!(out.contains("CapEff:\t0000000000000000"), "{out}");
+    // The spec asked for CAP_KILL, CAP_NET_BIND_SERVICE and CAP_AUDIT_WRITE; a pool identity
+    // gets none, in any set, and no_new_privs.
+    for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert!(
+            out.contains(&format!("{set}:\t0000000000000000")),
+            "{set}: {out}"
+        );
+    }
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
 }
 
 #[test]

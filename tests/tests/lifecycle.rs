@@ -154,7 +154,16 @@ fn limits_reach_the_cgroup_and_update_changes_them() {
     let read = |p: &str| fs::read_to_string(p).unwrap_or_default().trim().to_string();
     if Path::new(mem).exists() {
         assert_eq!(read(&format!("{mem}/memory.limit_in_bytes")), "67108864");
+        assert_eq!(
+            read(&format!("{mem}/memory.memsw.limit_in_bytes")),
+            "67108864",
+            "no swap"
+        );
         assert_eq!(read(&format!("{pids}/pids.max")), "50");
+        let cpu = "/sys/fs/cgroup/cpu/paddock/t-lim/l1";
+        assert_eq!(read(&format!("{cpu}/cpu.shares")), "512");
+        assert_eq!(read(&format!("{cpu}/cpu.cfs_quota_us")), "50000");
+        assert_eq!(read(&format!("{cpu}/cpu.cfs_period_us")), "100000");
         w.paddock(&[
             "update",
             "--memory",

@@ -98,9 +98,8 @@ fn wait_count(app: &str, id: &str, n: usize) -> Vec<i32> {
     pids
 }
 
-#[test]
-fn fork_bomb_racing_the_kill() {
-    let (app, id) = ("t-bomb", "bomb");
+/// A fork bomb under a pids limit, torn down by `teardown` once it has filled the limit.
+fn fork_bomb(app: &str, id: &str, host_pid: bool, teardown: impl FnOnce(&World)) {
     check(
         app,
         id,
@@ -112,49 +111,38 @@ fn fork_bomb_racing_the_kill() {
             "-c",
             "b() { b | b & }; b; sleep 1000",
         ],
-        true,
+        host_pid,
         |w| {
             assert!(
                 eventually(Duration::from_secs(10), || pids_current(app, id) >= 60),
                 "the bomb never reached the pids limit"
             );
             let pids = sandbox_pids(app, id);
-            w.paddock(&["kill", "--all", id, "KILL"]).ok();
-            assert!(
-                sandbox_pids(app, id).is_empty(),
-                "kill --all returned with live processes"
-            );
-            w.paddock(&["delete", id]).ok();
+            teardown(w);
             pids
         },
     );
 }
 
 #[test]
+fn fork_bomb_racing_the_kill() {
+    let (app, id) = ("t-bomb", "bomb");
+    fork_bomb(app, id, true, |w| {
+        w.paddock(&["kill", "--all", id, "KILL"]).ok();
+        assert!(
+            sandbox_pids(app, id).is_empty(),
+            "kill --all returned with live processes"
+        );
+        w.paddock(&["delete", id]).ok();
+    });
+}
+
+#[test]
 fn fork_bomb_delete_force() {
     let (app, id) = ("t-bomb2", "bomb2");
-    check(
-        app,
-        id,
-        &[
-            "--pids",
-            "64",
-            "--",
-            "sh",
-            "-c",
-            "b() { b | b & }; b; sleep 1000",
-        ],
-        false,
-        |w| {
-            assert!(
-                eventually(Duration::from_secs(10), || pids_current(app, id) >= 60),
-                "the bomb never reached the pids limit"
-            );
-            let pids = sandbox_pids(app, id);
-            w.paddock(&["delete", "--force", id]).ok();
-            pids
-        },
-    );
+    fork_bomb(app, id, false, |w| {
+        w.paddock(&["delete", "--force", id]).ok();
+    });
 }
 
 #[test]
