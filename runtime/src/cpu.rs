@@ -1,5 +1,6 @@
 //! The node's CPU policy on the kernel: the registry of live sandboxes (`registry.json` in the
-//! config's `[cpu] state_dir`, read and rewritten only under the node lock) and the cgroup files
+//! config's `[cpu] state_dir`, read and rewritten only under its node-wide lock
+//! `<state_dir>.lock`) and the cgroup files
 //! paddock writes for it — v1 `cpu.shares`, `cpu.cfs_quota_us`, `cpuset.cpus`; v2 `cpu.weight`,
 //! `cpu.max`, `cpuset.cpus`. The decisions themselves are `cpu_pool`'s.
 //!
@@ -20,7 +21,7 @@ use crate::cpu_pool::{
     Assignment, CpuMode, CpuSet, Entry, NodePolicy, Registry, Topology, PERIOD_US,
 };
 use crate::error::{Error, Result};
-use crate::sandbox::NodeLock;
+use nix::fcntl::{Flock, FlockArg};
 
 /// Where the kernel describes the CPUs.
 pub const SYSFS_CPU: &str = "/sys/devices/system/cpu";
@@ -33,7 +34,11 @@ const REGISTRY: &str = "registry.json";
 pub struct Node {
     pub policy: NodePolicy,
     registry: PathBuf,
+    lock: PathBuf,
 }
+
+/// The registry's node-wide lock, held while it is read or changed.
+struct RegistryLock(#[allow(dead_code)] Flock<fs::File>);
 
 impl Node {
     pub fn new(config: &CpuConfig) -> Result<Self> {
@@ -50,7 +55,30 @@ impl Node {
                 placement: config.placement,
             },
             registry: config.state_dir.join(REGISTRY),
+            lock: config.state_dir.with_extension("lock"),
         })
+    }
+
+    /// The registry's lock, beside its directory (like the identity pool's, so that CPU
+    /// decisions do not queue behind creates holding the node lock while the engine runs).
+    fn lock(&self, exclusive: bool) -> Result<RegistryLock> {
+        if let Some(dir) = self.lock.parent() {
+            fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+        }
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&self.lock)
+            .map_err(|e| Error::io("open", &self.lock, e))?;
+        let arg = if exclusive {
+            FlockArg::LockExclusive
+        } else {
+            FlockArg::LockShared
+        };
+        Flock::lock(file, arg)
+            .map(RegistryLock)
+            .map_err(|(_, e)| Error::sys("flock CPU registry lock", e))
     }
 
     /// The registry, without sandboxes whose record directory is gone (a `--root` removed
@@ -89,7 +117,7 @@ impl Node {
         skip: Option<&str>,
         change: impl FnOnce(&mut Registry) -> Result<T>,
     ) -> Result<(T, Registry)> {
-        let _lock = NodeLock::take(true)?;
+        let _lock = self.lock(true)?;
         let mut reg = self.load_raw()?;
         let before = reg.assignments(&self.policy);
         let apps_before = reg.apps.clone();
@@ -203,7 +231,8 @@ pub fn admit(
 /// registry holds it now (another create may have changed it since [`admit`]).
 pub fn settle(node: &Node, layout: &Layout, key: &str) -> Result<()> {
     let (entry, own, app_quota) = {
-        let _lock = NodeLock::take(true)?;
+        // Shared: admit, release and update (exclusive) wait, other settles need not.
+        let _lock = node.lock(false)?;
         let reg = node.load()?;
         let entry = reg
             .sandboxes
@@ -216,6 +245,8 @@ pub fn settle(node: &Node, layout: &Layout, key: &str) -> Result<()> {
             .ok_or_else(|| Error::Invalid(format!("CPU registry lost sandbox {key}")))?;
         let app_quota = entry.app.as_ref().and_then(|a| reg.apps.get(a)).copied();
         if let Some(app) = &entry.app {
+            enable_v2_controllers(layout, crate::policy::CGROUP_ROOT);
+            enable_v2_controllers(layout, app);
             write_weight(layout, app)?;
             if app_quota.is_some() {
                 write_quota(layout, app, app_quota)?;
@@ -247,14 +278,13 @@ pub fn release(node: &Node, layout: &Layout, key: &str) -> Result<()> {
 /// `create`'s hook before the engine runs: registers the sandbox with the node's CPU policy and
 /// writes the CPUs (and quota) it gets into its spec, so its cgroup starts with them.
 pub fn place(
-    config: &CpuConfig,
+    node: &Node,
     layout: &Layout,
     key: &str,
     id: &str,
     record_dir: &Path,
     plan: &mut crate::policy::Plan,
 ) -> Result<()> {
-    let node = Node::new(config)?;
     let entry = Entry {
         id: id.to_string(),
         record_dir: record_dir.to_path_buf(),
@@ -264,7 +294,7 @@ pub fn place(
         request: plan.cpu_request.clone(),
         app: plan.app.as_ref().map(|a| app_cgroup(a)),
     };
-    let got = admit(&node, layout, key, entry, plan.app_cpu)?;
+    let got = admit(node, layout, key, entry, plan.app_cpu)?;
     let mut linux = plan.spec.linux().clone().unwrap_or_default();
     let mut resources = linux.resources().clone().unwrap_or_default();
     let mut cpu = resources.cpu().clone().unwrap_or_default();
@@ -282,11 +312,6 @@ pub fn place(
 /// The app level of paddock's placement.
 pub fn app_cgroup(app: &str) -> String {
     format!("/{}/{app}", crate::policy::CGROUP_ROOT)
-}
-
-/// `create`'s hook once the cgroup exists (see [`settle`]).
-pub fn settle_sandbox(config: &CpuConfig, layout: &Layout, key: &str) -> Result<()> {
-    settle(&Node::new(config)?, layout, key)
 }
 
 /// `delete`'s hook: unregisters the sandbox from the registry in `state_dir` (where create put
@@ -369,12 +394,6 @@ pub fn set_pinned(
         .ok_or_else(|| Error::Invalid(format!("CPU registry lost sandbox {id}")))
 }
 
-/// The CPU mode and exclusive CPUs of a registered sandbox.
-pub fn entry(node: &Node, key: &str) -> Result<Option<Entry>> {
-    let _lock = NodeLock::take(false)?;
-    Ok(node.load()?.sandboxes.remove(key))
-}
-
 fn write(path: PathBuf, value: &str) -> Result<()> {
     fs::write(&path, value).map_err(|e| Error::io("write", path, e))
 }
@@ -413,6 +432,23 @@ pub fn write_quota(layout: &Layout, rel: &str, quota: Option<u64>) -> Result<()>
     write(d.join("cpu.cfs_period_us"), &PERIOD_US.to_string())?;
     let q = quota.map_or("-1".to_string(), |q| q.to_string());
     write(d.join("cpu.cfs_quota_us"), &q)
+}
+
+/// cgroup v2: lets the children of paddock's own cgroup `rel` use the cpu and cpuset
+/// controllers (the engine does so when it creates the path; this keeps it so). Best effort: a
+/// controller the kernel lacks is not paddock's to add.
+fn enable_v2_controllers(layout: &Layout, rel: &str) {
+    if !layout.is_unified() {
+        return;
+    }
+    let Some(d) = dir(layout, "cpu", rel) else {
+        return;
+    };
+    for c in ["+cpu", "+cpuset"] {
+        if let Err(e) = fs::write(d.join("cgroup.subtree_control"), c) {
+            tracing::debug!(path = %d.display(), "enable {c}: {e}");
+        }
+    }
 }
 
 /// Gives the cgroup `rel` the weight every paddock instance and app has.
@@ -522,6 +558,7 @@ mod tests {
                 placement: Placement::SameCore,
             },
             registry: state.join(REGISTRY),
+            lock: state.with_extension("lock"),
         }
     }
 
@@ -541,11 +578,6 @@ mod tests {
     /// The whole flow on a fake v2 tree: admit, settle, release rewrite the others.
     #[test]
     fn admit_settle_release_on_v2() {
-        let lock_dir = Path::new(crate::sandbox::NODE_LOCK).parent();
-        if lock_dir.is_none_or(|d| fs::create_dir_all(d).is_err()) {
-            eprintln!("skipped: cannot create the node lock's directory");
-            return;
-        }
         let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let cg = tmp.path().join("cg");
         mkdirs(&cg, &["paddock/shop/a", "paddock/shop/b", "paddock/shop/x"]);
@@ -563,6 +595,7 @@ mod tests {
         assert_eq!((a.cpus.to_string(), a.quota), ("0-3".into(), Some(150_000)));
         settle(&n, &l, "ka").unwrap_or_else(|e| panic!("{e}"));
         let shop = cg.join("paddock/shop");
+        assert_eq!(read(shop.join("cgroup.subtree_control")), "+cpuset");
         assert_eq!(read(shop.join("cpu.max")), "150000 100000");
         assert_eq!(read(shop.join("a/cpu.max")), "150000 100000");
         assert_eq!(read(shop.join("a/cpu.weight")), "100");

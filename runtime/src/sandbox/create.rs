@@ -88,6 +88,7 @@ pub fn create(root: &Path, sandbox: &str, opts: &CreateOptions) -> Result<i32> {
     };
 
     let layout = Layout::detect()?;
+    let cpu_node = cpu::Node::new(&config.as_ref().map(|c| c.cpu.clone()).unwrap_or_default())?;
     let record_dir = store.create(sandbox)?;
     let identity = match (&config, plan.pool_user) {
         (Some(config), true) => {
@@ -118,10 +119,9 @@ pub fn create(root: &Path, sandbox: &str, opts: &CreateOptions) -> Result<i32> {
         identity,
         cpu_state: config.as_ref().map(|c| c.cpu.state_dir.clone()),
     };
-    let cpu_config = config.as_ref().map(|c| c.cpu.clone()).unwrap_or_default();
     let result = store
         .write(&record)
-        .and_then(|()| cpu::place(&cpu_config, &layout, &key, sandbox, &record_dir, &mut plan))
+        .and_then(|()| cpu::place(&cpu_node, &layout, &key, sandbox, &record_dir, &mut plan))
         .and_then(|()| match &volume {
             Some((vref, d, dest)) => attach_volume(&mut plan.spec, vref, d, dest),
             None => Ok(()),
@@ -134,7 +134,7 @@ pub fn create(root: &Path, sandbox: &str, opts: &CreateOptions) -> Result<i32> {
                 network::loopback_up(pid)?;
             }
             settle(&record, &plan, &record_dir, pid)?;
-            cpu::settle_sandbox(&cpu_config, &layout, &key)?;
+            cpu::settle(&cpu_node, &layout, &key)?;
             tracing::debug!(id = sandbox, "settled");
             Ok(pid)
         });
