@@ -33,13 +33,15 @@ BUSY = "while :; do :; done"
 
 
 class Node:
-    def __init__(self, paddock, base):
+    def __init__(self, paddock, base, cpu_config=True):
         self.paddock = paddock
         self.base = base
+        os.makedirs(base, exist_ok=True)
         self.root = os.path.join(base, "state")
         self.config = os.path.join(base, "config.toml")
         with open(self.config, "w") as f:
-            f.write(f'[cpu]\nstate_dir = "{os.path.join(base, "cpu")}"\n')
+            if cpu_config:
+                f.write(f'[cpu]\nstate_dir = "{os.path.join(base, "cpu")}"\n')
         self.env = dict(os.environ, PADDOCK_CONFIG=self.config)
         self.stdin = os.path.join(base, "stdin")
         open(self.stdin, "w").close()
@@ -55,7 +57,9 @@ class Node:
                        check=True, stdout=subprocess.DEVNULL)
         with open(os.path.join(b, "config.json")) as f:
             spec = json.load(f)
-        spec["annotations"] = {"io.paddock.app": app, "io.paddock.cpu": mode}
+        spec["annotations"] = {"io.paddock.app": app}
+        if mode is not None:
+            spec["annotations"]["io.paddock.cpu"] = mode
         if cpus is not None:
             spec["linux"].setdefault("resources", {})["cpu"] = {"cpus": cpus}
         with open(os.path.join(b, "config.json"), "w") as f:
@@ -164,20 +168,31 @@ def scenario_apps(node, seconds, out):
                 "target": "jain >= 0.99 (instances and apps)"})
 
 
-def create_cost(node, neighbours, iterations):
-    """Median create time alone, capped among capped neighbours, exclusive among equal ones."""
+def create_cost(node, neighbours, iterations, baseline=None):
+    """Median create time alone, capped among capped neighbours, exclusive among equal ones;
+    and, given a paddock built without the CPU policy, its create time alone."""
     sleeper = "sleep 100000"
     alone = node.bundle("bench-cpu-cc", "equal", None, sleeper)
     capped = node.bundle("bench-cpu-cc", "cap", None, sleeper)
     excl = node.bundle("bench-cpu-cc", "exclusive:1", None, sleeper)
     samples = {"alone": [], "cap": [], "exclusive": []}
+    if baseline is not None:
+        samples["baseline"] = []
+        plain = baseline.bundle("bench-cpu-cc", None, None, sleeper)
     kinds = list(samples)
     for _ in range(2):  # warm-up
         node.create(alone, "cc-w")
         node.delete("cc-w")
+        if baseline is not None:
+            baseline.create(plain, "cc-w")
+            baseline.delete("cc-w")
     for it in range(iterations):
         random.shuffle(kinds)
         for kind in kinds:
+            if kind == "baseline":
+                samples[kind].append(baseline.create(plain, "cc") / 1e6)
+                baseline.delete("cc")
+                continue
             if kind == "alone":
                 samples[kind].append(node.create(alone, "cc") / 1e6)
                 node.delete("cc")
@@ -199,21 +214,29 @@ def main():
     ap.add_argument("--neighbours", type=int, default=8)
     ap.add_argument("--iterations", type=int, default=15)
     ap.add_argument("--out", default=os.path.join(HERE, "out", "cpu.json"))
+    ap.add_argument("--baseline", help="a paddock built without the CPU policy, to time its create")
+    ap.add_argument("--only", choices=["shares", "create"], help="run one part only")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("cpu.py: run as root")
     base = tempfile.mkdtemp(prefix="paddock-bench-cpu-")
     node = Node(args.paddock, base)
+    baseline = Node(args.baseline, os.path.join(base, "baseline"), False) if args.baseline else None
     results = []
+    cost = None
     try:
-        for n in (2, 4):
-            scenario_equal(node, n, args.seconds, results)
-        for n in (2, 4):
-            scenario_cap(node, n, args.seconds, results)
-        scenario_apps(node, args.seconds, results)
-        cost = create_cost(node, args.neighbours, args.iterations)
+        if args.only != "create":
+            for n in (2, 4):
+                scenario_equal(node, n, args.seconds, results)
+            for n in (2, 4):
+                scenario_cap(node, n, args.seconds, results)
+            scenario_apps(node, args.seconds, results)
+        if args.only != "shares":
+            cost = create_cost(node, args.neighbours, args.iterations, baseline)
     finally:
         node.cleanup()
+        if baseline is not None:
+            baseline.cleanup()
         subprocess.run(["rm", "-rf", base])
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
@@ -230,12 +253,17 @@ def main():
             extra = "  apps " + " ".join(f"{s * 100:.1f}%" for s in r["app_shares"])
             extra += f"  jain(apps) {r['jain_apps']:.4f}"
         print(f"  {r['scenario']:<9} shares {shares}  jain {r['jain']:.4f}{extra}   [{r['target']}]")
-    a = cost["alone"]["median_ms"]
-    print(f"  create, median of {args.iterations}: alone {a:.2f} ms; "
-          f"cap next to {args.neighbours} capped {cost['cap']['median_ms']:.2f} ms "
-          f"(+{cost['cap']['median_ms'] - a:.2f}); exclusive next to {args.neighbours} equal "
-          f"{cost['exclusive']['median_ms']:.2f} ms (+{cost['exclusive']['median_ms'] - a:.2f})"
-          "   [<= +2 ms]")
+    if cost:
+        a = cost["alone"]["median_ms"]
+        print(f"  create, median of {args.iterations}: alone {a:.2f} ms; "
+              f"cap next to {args.neighbours} capped {cost['cap']['median_ms']:.2f} ms "
+              f"(+{cost['cap']['median_ms'] - a:.2f}); exclusive next to {args.neighbours} equal "
+              f"{cost['exclusive']['median_ms']:.2f} ms (+{cost['exclusive']['median_ms'] - a:.2f})"
+              "   [<= +2 ms]")
+        if "baseline" in cost:
+            b = cost["baseline"]["median_ms"]
+            print(f"  create alone without the CPU policy ({args.baseline}): {b:.2f} ms; "
+                  f"with it {a:.2f} ms (+{a - b:.2f})")
     print(f"JSON: {args.out}")
 
 

@@ -3,7 +3,8 @@
 //! recomputed on delete and on `update`, and clear errors for bad values.
 //!
 //! Other work runs on this machine at the same time, so shares are compared with each other,
-//! never with an absolute figure.
+//! never with an absolute figure. The files are read from cgroup v1 hierarchies or the v2 tree,
+//! whichever the host has.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -40,11 +41,15 @@ fn run(w: &World, b: &Path, id: &str) {
     w.paddock(&["start", id]).ok();
 }
 
-/// The directory of a paddock-placed sandbox in the hierarchy of `controller`.
+/// The directory of cgroup `rel` in the hierarchy of `controller` (v1) or the v2 tree.
 fn cg(controller: &str, rel: &str) -> PathBuf {
-    Path::new("/sys/fs/cgroup")
-        .join(controller)
-        .join(rel.trim_start_matches('/'))
+    let base = Path::new("/sys/fs/cgroup");
+    let base = if cgroup_v2() {
+        base.to_path_buf()
+    } else {
+        base.join(controller)
+    };
+    base.join(rel.trim_start_matches('/'))
 }
 
 fn read(p: &Path) -> String {
@@ -56,9 +61,49 @@ fn read(p: &Path) -> String {
 
 /// CPU time used by a cgroup, in ns.
 fn usage(rel: &str) -> u64 {
+    if cgroup_v2() {
+        let stat = read(&cg("cpu", rel).join("cpu.stat"));
+        let usec: u64 = stat
+            .lines()
+            .find_map(|l| l.strip_prefix("usage_usec "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        return usec * 1000;
+    }
     read(&cg("cpuacct", rel).join("cpuacct.usage"))
         .parse()
         .unwrap()
+}
+
+/// The weight of a cgroup, as v1 shares (v2 weight 100 is v1's 1024).
+fn shares(rel: &str) -> String {
+    if cgroup_v2() {
+        return match read(&cg("cpu", rel).join("cpu.weight")).as_str() {
+            "100" => "1024".into(),
+            w => format!("weight {w}"),
+        };
+    }
+    read(&cg("cpu", rel).join("cpu.shares"))
+}
+
+/// The CFS quota of a cgroup in µs, `-1` for none; the period must be paddock's.
+fn quota(rel: &str) -> String {
+    if cgroup_v2() {
+        let max = read(&cg("cpu", rel).join("cpu.max"));
+        let (q, period) = max.split_once(' ').unwrap();
+        assert_eq!(period, "100000", "{rel}");
+        return if q == "max" { "-1".into() } else { q.into() };
+    }
+    let q = read(&cg("cpu", rel).join("cpu.cfs_quota_us"));
+    if q != "-1" {
+        assert_eq!(
+            read(&cg("cpu", rel).join("cpu.cfs_period_us")),
+            "100000",
+            "{rel}"
+        );
+    }
+    q
 }
 
 /// The `Cpus_allowed_list` of every process of a sandbox.
@@ -125,20 +170,13 @@ fn equal_shares_under_contention_at_both_levels() {
     run(&w, &b, "b-idle");
     for (a, id) in ids {
         let rel = format!("/paddock/{a}/{id}");
-        assert_eq!(read(&cg("cpu", &rel).join("cpu.shares")), "1024", "{rel}");
+        assert_eq!(shares(&rel), "1024", "{rel}");
         assert_eq!(read(&cg("cpuset", &rel).join("cpuset.cpus")), "0", "{rel}");
-        assert_eq!(
-            read(&cg("cpu", &rel).join("cpu.cfs_quota_us")),
-            "-1",
-            "{rel}"
-        );
+        assert_eq!(quota(&rel), "-1", "{rel}");
         assert_allowed(&w, id, "0");
     }
     for a in ["t-cpu-a", "t-cpu-b"] {
-        assert_eq!(
-            read(&cg("cpu", &format!("/paddock/{a}")).join("cpu.shares")),
-            "1024"
-        );
+        assert_eq!(shares(&format!("/paddock/{a}")), "1024");
     }
     std::thread::sleep(Duration::from_millis(500));
     let rels: Vec<String> = ids
@@ -162,10 +200,6 @@ fn equal_shares_under_contention_at_both_levels() {
     w.cleanup();
     assert!(registered(&w).is_empty(), "{:?}", registered(&w));
     assert_no_leak(&before, &w.root, "paddock");
-}
-
-fn quota(rel: &str) -> String {
-    read(&cg("cpu", rel).join("cpu.cfs_quota_us"))
 }
 
 #[test]
@@ -204,10 +238,6 @@ fn caps_rebalance_as_instances_come_and_go() {
     run(&w, &b, "c3");
     for id in ["c1", "c2", "c3"] {
         assert_eq!(quota(&rel(id)), each(3), "{id}");
-        assert_eq!(
-            read(&cg("cpu", &rel(id)).join("cpu.cfs_period_us")),
-            "100000"
-        );
     }
     w.paddock(&["delete", "--force", "c2"]).ok();
     assert_eq!(quota(&rel("c1")), each(2));
@@ -236,7 +266,7 @@ fn app_cap_throttles_and_stats_show_it() {
     let b = bundle(&w, "busy", ann, None, BUSY);
     run(&w, &b, "busy");
     let app = "/paddock/t-appcap";
-    assert_eq!(read(&cg("cpu", app).join("cpu.cfs_quota_us")), "20000");
+    assert_eq!(quota(app), "20000");
     assert_eq!(quota(&format!("{app}/busy")), "20000");
     let start = usage(app);
     std::thread::sleep(Duration::from_secs(2));
