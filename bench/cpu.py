@@ -10,9 +10,10 @@ Scenarios, each running busy loops (`while :; do :; done`) for --seconds (10 by 
 Shares are each instance's CPU time over the sum of the instances' (equal, apps: other work on
 the node takes its part from the group as a whole, not from one instance), or over pool CPUs x
 wall time (cap). Jain's fairness index = (sum x)^2 / (n sum x^2).
-Create cost: `paddock create` of an instance alone on the node (registry work, no neighbour to
-rewrite) against a capped instance next to K capped neighbours (K quotas rewritten) and an
-exclusive instance next to K equal neighbours (K cpusets rewritten), interleaved.
+Create cost, interleaved: `paddock create` of an instance alone; of an equal instance next to K
+equal neighbours (nothing to re-balance); of a capped one next to K capped (K quotas rewritten);
+of an exclusive one next to K equal (K cpusets rewritten). Re-balancing cost = the difference
+to the equal case. With --baseline, a paddock without the CPU policy is timed alone too.
 
 Targets: Jain >= 0.99 in equal mode; each capped instance within 1/N +- 2 %; <= 2 ms added to
 create by the re-balancing. Not a test: nothing is asserted.
@@ -169,19 +170,25 @@ def scenario_apps(node, seconds, out):
 
 
 def create_cost(node, neighbours, iterations, baseline=None):
-    """Median create time alone, capped among capped neighbours, exclusive among equal ones;
-    and, given a paddock built without the CPU policy, its create time alone."""
+    """Median create time: alone; next to K neighbours with nothing to re-balance (equal among
+    equal); a capped instance among K capped (K quotas rewritten); an exclusive one among K
+    equal (K cpusets rewritten). The re-balancing cost is the difference to the equal case,
+    which has the same neighbours (and their monitors) but nothing to rewrite. Given a paddock
+    built without the CPU policy, also its create time alone."""
     sleeper = "sleep 100000"
-    alone = node.bundle("bench-cpu-cc", "equal", None, sleeper)
+    equal = node.bundle("bench-cpu-cc", "equal", None, sleeper)
     capped = node.bundle("bench-cpu-cc", "cap", None, sleeper)
     excl = node.bundle("bench-cpu-cc", "exclusive:1", None, sleeper)
-    samples = {"alone": [], "cap": [], "exclusive": []}
+    # kind -> (bundle of the timed create, bundle of its neighbours or None)
+    plans = {"alone": (equal, None), "equal": (equal, equal), "cap": (capped, capped),
+             "exclusive": (excl, equal)}
+    samples = {k: [] for k in plans}
     if baseline is not None:
         samples["baseline"] = []
         plain = baseline.bundle("bench-cpu-cc", None, None, sleeper)
     kinds = list(samples)
     for _ in range(2):  # warm-up
-        node.create(alone, "cc-w")
+        node.create(equal, "cc-w")
         node.delete("cc-w")
         if baseline is not None:
             baseline.create(plain, "cc-w")
@@ -193,17 +200,15 @@ def create_cost(node, neighbours, iterations, baseline=None):
                 samples[kind].append(baseline.create(plain, "cc") / 1e6)
                 baseline.delete("cc")
                 continue
-            if kind == "alone":
-                samples[kind].append(node.create(alone, "cc") / 1e6)
-                node.delete("cc")
-                continue
-            nb = capped if kind == "cap" else alone
-            for i in range(neighbours):
-                node.run(nb, f"cc-n{i}")
-            samples[kind].append(node.create(capped if kind == "cap" else excl, "cc") / 1e6)
+            timed, nb = plans[kind]
+            if nb is not None:
+                for i in range(neighbours):
+                    node.run(nb, f"cc-n{i}")
+            samples[kind].append(node.create(timed, "cc") / 1e6)
             node.delete("cc")
-            for i in range(neighbours):
-                node.delete(f"cc-n{i}")
+            if nb is not None:
+                for i in range(neighbours):
+                    node.delete(f"cc-n{i}")
     return {k: {"median_ms": statistics.median(v), "samples_ms": v} for k, v in samples.items()}
 
 
@@ -254,16 +259,17 @@ def main():
             extra += f"  jain(apps) {r['jain_apps']:.4f}"
         print(f"  {r['scenario']:<9} shares {shares}  jain {r['jain']:.4f}{extra}   [{r['target']}]")
     if cost:
-        a = cost["alone"]["median_ms"]
-        print(f"  create, median of {args.iterations}: alone {a:.2f} ms; "
-              f"cap next to {args.neighbours} capped {cost['cap']['median_ms']:.2f} ms "
-              f"(+{cost['cap']['median_ms'] - a:.2f}); exclusive next to {args.neighbours} equal "
-              f"{cost['exclusive']['median_ms']:.2f} ms (+{cost['exclusive']['median_ms'] - a:.2f})"
-              "   [<= +2 ms]")
-        if "baseline" in cost:
-            b = cost["baseline"]["median_ms"]
-            print(f"  create alone without the CPU policy ({args.baseline}): {b:.2f} ms; "
-                  f"with it {a:.2f} ms (+{a - b:.2f})")
+        m = {k: v["median_ms"] for k, v in cost.items()}
+        k = args.neighbours
+        print(f"  create, median of {args.iterations}: alone {m['alone']:.2f} ms; next to {k} "
+              f"equal (nothing to re-balance) {m['equal']:.2f} ms; cap next to {k} capped "
+              f"{m['cap']:.2f} ms; exclusive next to {k} equal {m['exclusive']:.2f} ms")
+        print(f"  re-balancing adds: {k} quotas {m['cap'] - m['equal']:+.2f} ms, "
+              f"{k} cpusets {m['exclusive'] - m['equal']:+.2f} ms   [<= +2 ms]")
+        if "baseline" in m:
+            print(f"  create alone without the CPU policy ({args.baseline}): "
+                  f"{m['baseline']:.2f} ms; with it {m['alone']:.2f} ms "
+                  f"({m['alone'] - m['baseline']:+.2f})")
     print(f"JSON: {args.out}")
 
 

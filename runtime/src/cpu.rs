@@ -429,7 +429,11 @@ pub fn write_quota(layout: &Layout, rel: &str, quota: Option<u64>) -> Result<()>
         let max = quota.map_or("max".to_string(), |q| q.to_string());
         return write(d.join("cpu.max"), &format!("{max} {PERIOD_US}"));
     }
-    write(d.join("cpu.cfs_period_us"), &PERIOD_US.to_string())?;
+    // Writing the period costs the kernel more than reading it: only when it differs.
+    let period = d.join("cpu.cfs_period_us");
+    if fs::read_to_string(&period).map_or(true, |p| p.trim() != PERIOD_US.to_string()) {
+        write(period, &PERIOD_US.to_string())?;
+    }
     let q = quota.map_or("-1".to_string(), |q| q.to_string());
     write(d.join("cpu.cfs_quota_us"), &q)
 }
