@@ -175,6 +175,22 @@ def memory(pid):
     return rss, pss
 
 
+def monitors(shim_pids):
+    """paddock's per-sandbox monitors (comm paddock-monitor), children of these shims."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                st = dict(l.split(":", 1) for l in f if ":" in l)
+        except OSError:
+            continue
+        if st.get("Name", "").strip() == "paddock-monitor" and int(st.get("PPid", "0")) in shim_pids:
+            out.append(int(pid))
+    return out
+
+
 def pct(xs, q):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
@@ -198,9 +214,11 @@ def idle_memory(ctd, runtime, image):
     pid = next(p for p, cmd in shims.items() if ("paddock" in cmd) == (runtime == PADDOCK_RT))
     rss, pss = memory(pid)
     threads = len(os.listdir(f"/proc/{pid}/task"))
+    mon = [memory(m) for m in monitors([pid])]
     ctd.ctr(["tasks", "rm", "-f", cid])
     ctd.ctr(["containers", "rm", cid])
-    return {"rss_kb": rss, "pss_kb": pss, "threads": threads}
+    return {"rss_kb": rss, "pss_kb": pss, "threads": threads,
+            "monitor_rss_kb": sum(m[0] for m in mon), "monitor_pss_kb": sum(m[1] for m in mon)}
 
 
 def many(ctd, runtime, image, n, grouped):
@@ -216,10 +234,12 @@ def many(ctd, runtime, image, n, grouped):
         r, s = memory(p)
         rss += r
         pss += s
+    mon = [memory(m) for m in monitors(pids)]
     for cid in ids:
         ctd.ctr(["tasks", "rm", "-f", cid], check=False)
         ctd.ctr(["containers", "rm", cid], check=False)
-    return {"shims": len(pids), "rss_kb_total": rss, "pss_kb_total": pss}
+    return {"shims": len(pids), "rss_kb_total": rss, "pss_kb_total": pss,
+            "monitors": len(mon), "monitor_pss_kb_total": sum(m[1] for m in mon)}
 
 
 def main():
@@ -280,6 +300,7 @@ def main():
         pv, rv = res["idle"][PADDOCK_RT][key], res["idle"][RUNC_RT][key]
         lines.append(f"{label:28}{pv / 1024:>13.2f} MB{rv / 1024:>13.2f} MB{pv / rv:>8.2f}")
     lines.append(f"{'  threads':28}{res['idle'][PADDOCK_RT]['threads']:>16}{res['idle'][RUNC_RT]['threads']:>16}")
+    lines.append(f"{'  + paddock monitor PSS':28}{res['idle'][PADDOCK_RT]['monitor_pss_kb'] / 1024:>13.2f} MB{'-':>16}")
     for key, label in (("many_separate", f"{a.containers} containers, 1 shim each"),
                        ("many_grouped", f"{a.containers} containers, 1 shim")):
         pv, rv = res[key][PADDOCK_RT], res[key][RUNC_RT]
@@ -287,6 +308,7 @@ def main():
         lines.append(f"{'  shims':28}{pv['shims']:>16}{rv['shims']:>16}")
         for k, l in (("rss_kb_total", "  RSS total"), ("pss_kb_total", "  PSS total")):
             lines.append(f"{l:28}{pv[k] / 1024:>13.2f} MB{rv[k] / 1024:>13.2f} MB{pv[k] / max(rv[k], 1):>8.2f}")
+        lines.append(f"{'  + paddock monitors PSS':28}{pv['monitor_pss_kb_total'] / 1024:>13.2f} MB{'-':>16}  ({pv['monitors']} monitors)")
     txt = "\n".join(lines)
     with open(os.path.join(OUT_DIR, "shim.txt"), "w") as f:
         f.write(txt + "\n")

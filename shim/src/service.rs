@@ -140,6 +140,7 @@ fn delete(flags: &Flags) -> Result<(), String> {
     }
     crate::task::unmount_rootfs(&bundle.join("rootfs"));
     remove_dead_socket(&bundle);
+    remove_if_empty(&paddock.root);
     let resp = DeleteResponse {
         exited_at: Some(timestamp().unwrap_or_default()).into(),
         exit_status: 128 + libc::SIGKILL as u32,
@@ -246,14 +247,20 @@ fn serve(flags: &Flags) -> Result<(), String> {
     Ok(())
 }
 
-/// The per-namespace state roots this shim used, once empty (and their parent, once empty).
+/// The per-namespace state roots this shim used, once empty.
 fn remove_empty_roots(shared: &Shared) {
     let roots = std::mem::take(&mut shared.lock().roots);
     for root in roots {
-        if std::fs::remove_dir(&root).is_ok() {
-            if let Some(parent) = root.parent() {
-                let _ = std::fs::remove_dir(parent);
-            }
+        remove_if_empty(&root);
+    }
+}
+
+/// A state root (and its parent, the default base) once nothing is left in it. A create
+/// racing this recreates the directories (paddock's store retries).
+fn remove_if_empty(root: &Path) {
+    if std::fs::remove_dir(root).is_ok() {
+        if let Some(parent) = root.parent() {
+            let _ = std::fs::remove_dir(parent);
         }
     }
 }
