@@ -8,12 +8,14 @@
 //! - [`runtime`]: running `paddock`; [`reaper`]: collecting exits as the child subreaper;
 //! - [`stdio`], [`console`]: containerd's FIFOs, log URIs and terminals;
 //! - [`events`]: ordered publishing to containerd; [`oom`]: the OOM watcher thread;
+//! - [`idle`]: giving back what an idle shim does not need resident;
 //! - [`metrics`]: runtime statistics in containerd's cgroup Metrics types;
 //! - [`options`]: where the runtime and its state live, and the shim grouping.
 
 mod console;
 mod container;
 mod events;
+mod idle;
 mod metrics;
 mod oom;
 mod options;

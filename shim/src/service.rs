@@ -17,10 +17,11 @@ use containerd_shim::api::DeleteResponse;
 use containerd_shim::protos::protobuf::Message;
 use containerd_shim::protos::{create_task, ttrpc::Server};
 use containerd_shim::util::{timestamp, write_address};
-use containerd_shim::{ExitSignal, Flags, StartOpts};
+use containerd_shim::{Flags, StartOpts};
 
 use crate::container::{Shared, Table};
 use crate::events::Publisher;
+use crate::idle::Idle;
 use crate::oom::OomWatch;
 use crate::options;
 use crate::reaper;
@@ -220,11 +221,12 @@ fn serve(flags: &Flags) -> Result<(), String> {
         .map_err(|e| format!("start the reaper: {e}"))?;
     let on_oom = Arc::clone(&shared);
     let oom = OomWatch::start(move |id| on_oom.on_oom(id))?;
-    let exit = Arc::new(ExitSignal::default());
+    let (idle, waiter) = Idle::new();
+    let idle = Arc::new(idle);
     let service = Service {
         shared: Arc::clone(&shared),
         oom,
-        exit: Arc::clone(&exit),
+        idle: Arc::clone(&idle),
     };
     let task: Box<dyn containerd_shim::Task + Send + Sync> = Box::new(service);
     let mut server = Server::new()
@@ -240,7 +242,9 @@ fn serve(flags: &Flags) -> Result<(), String> {
     // Tell `start` we serve: it reads our stdout until EOF.
     // SAFETY: dup2 on two descriptors this process owns; stdout becomes a copy of stderr.
     unsafe { libc::dup2(libc::STDERR_FILENO, libc::STDOUT_FILENO) };
-    exit.wait();
+    // Serve until Shutdown, trimming the resident set whenever requests stop.
+    idle.poke();
+    waiter.run();
     server.shutdown();
     let _ = std::fs::remove_file(socket_path(&flags.socket));
     remove_empty_roots(&shared);

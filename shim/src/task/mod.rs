@@ -24,16 +24,18 @@ use containerd_shim::api::{
     UpdateTaskRequest, WaitRequest, WaitResponse,
 };
 use containerd_shim::protos::ttrpc::{self, Code};
-use containerd_shim::{ExitSignal, Task, TtrpcContext};
+use containerd_shim::{Task, TtrpcContext};
 
 use crate::container::{Container, Process, Shared, Table};
+use crate::idle::Idle;
 use crate::oom::OomWatch;
 
 /// The service containerd talks to.
 pub struct Service {
     pub shared: Arc<Shared>,
     pub oom: OomWatch,
-    pub exit: Arc<ExitSignal>,
+    /// Told after every request (the shim trims itself once they stop) and at shutdown.
+    pub idle: Arc<Idle>,
 }
 
 pub(crate) fn error(code: Code, msg: impl std::fmt::Display) -> ttrpc::Error {
@@ -68,9 +70,16 @@ pub(crate) fn process<'a>(
         .ok_or_else(|| not_found(id, exec_id))
 }
 
+impl Service {
+    fn served<T>(&self, r: T) -> T {
+        self.idle.poke();
+        r
+    }
+}
+
 impl Task for Service {
     fn state(&self, _ctx: &TtrpcContext, req: StateRequest) -> ttrpc::Result<StateResponse> {
-        self.state_(&req)
+        self.served(self.state_(&req))
     }
 
     fn create(
@@ -78,27 +87,27 @@ impl Task for Service {
         _ctx: &TtrpcContext,
         req: CreateTaskRequest,
     ) -> ttrpc::Result<CreateTaskResponse> {
-        self.create_(&req)
+        self.served(self.create_(&req))
     }
 
     fn start(&self, _ctx: &TtrpcContext, req: StartRequest) -> ttrpc::Result<StartResponse> {
-        self.start_(&req)
+        self.served(self.start_(&req))
     }
 
     fn delete(&self, _ctx: &TtrpcContext, req: DeleteRequest) -> ttrpc::Result<DeleteResponse> {
-        self.delete_(&req)
+        self.served(self.delete_(&req))
     }
 
     fn pids(&self, _ctx: &TtrpcContext, req: PidsRequest) -> ttrpc::Result<PidsResponse> {
-        self.pids_(&req)
+        self.served(self.pids_(&req))
     }
 
     fn pause(&self, _ctx: &TtrpcContext, req: PauseRequest) -> ttrpc::Result<Empty> {
-        self.pause_(&req.id, true)
+        self.served(self.pause_(&req.id, true))
     }
 
     fn resume(&self, _ctx: &TtrpcContext, req: ResumeRequest) -> ttrpc::Result<Empty> {
-        self.pause_(&req.id, false)
+        self.served(self.pause_(&req.id, false))
     }
 
     fn checkpoint(&self, _ctx: &TtrpcContext, req: CheckpointTaskRequest) -> ttrpc::Result<Empty> {
@@ -109,35 +118,35 @@ impl Task for Service {
     }
 
     fn kill(&self, _ctx: &TtrpcContext, req: KillRequest) -> ttrpc::Result<Empty> {
-        self.kill_(&req)
+        self.served(self.kill_(&req))
     }
 
     fn exec(&self, _ctx: &TtrpcContext, req: ExecProcessRequest) -> ttrpc::Result<Empty> {
-        self.exec_(&req)
+        self.served(self.exec_(&req))
     }
 
     fn resize_pty(&self, _ctx: &TtrpcContext, req: ResizePtyRequest) -> ttrpc::Result<Empty> {
-        self.resize_pty_(&req)
+        self.served(self.resize_pty_(&req))
     }
 
     fn close_io(&self, _ctx: &TtrpcContext, req: CloseIORequest) -> ttrpc::Result<Empty> {
-        self.close_io_(&req)
+        self.served(self.close_io_(&req))
     }
 
     fn update(&self, _ctx: &TtrpcContext, req: UpdateTaskRequest) -> ttrpc::Result<Empty> {
-        self.update_(&req)
+        self.served(self.update_(&req))
     }
 
     fn wait(&self, _ctx: &TtrpcContext, req: WaitRequest) -> ttrpc::Result<WaitResponse> {
-        self.wait_(&req)
+        self.served(self.wait_(&req))
     }
 
     fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> ttrpc::Result<StatsResponse> {
-        self.stats_(&req)
+        self.served(self.stats_(&req))
     }
 
     fn connect(&self, _ctx: &TtrpcContext, req: ConnectRequest) -> ttrpc::Result<ConnectResponse> {
-        self.connect_(&req)
+        self.served(self.connect_(&req))
     }
 
     fn shutdown(&self, _ctx: &TtrpcContext, req: ShutdownRequest) -> ttrpc::Result<Empty> {
@@ -147,7 +156,7 @@ impl Task for Service {
         if busy && !req.now {
             return Ok(Empty::new());
         }
-        self.exit.signal();
+        self.idle.exit();
         Ok(Empty::new())
     }
 }
