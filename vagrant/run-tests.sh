@@ -9,11 +9,13 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
-stage=$repo/${PADDOCK_VM_STAGE:-target/vm-tests}
 args=()
 if [ -n "${1:-}" ] && [ -s "$1" ]; then
   mapfile -t args <"$1"
+  # The plain-qemu runner names its stage in a file next to the arguments.
+  [ -s "$(dirname "$1")/stage" ] && PADDOCK_VM_STAGE=$(cat "$(dirname "$1")/stage")
 fi
+stage=$repo/${PADDOCK_VM_STAGE:-target/vm-tests}
 
 fail() { echo "run-tests: $*" >&2; exit 2; }
 [ "$(id -u)" -eq 0 ] || fail "run as root"

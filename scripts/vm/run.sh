@@ -5,7 +5,8 @@
 #
 #   scripts/vm/run.sh [TEST-BINARY-ARGS...]    e.g. a test-name filter
 #
-# Environment: PADDOCK_VM_CACHE (image cache), PADDOCK_VM_TIMEOUT (seconds, default 3600),
+# Environment: PADDOCK_VM_STAGE (the staged binaries, default target/vm-tests),
+# PADDOCK_VM_CACHE (image cache), PADDOCK_VM_TIMEOUT (seconds, default 3600),
 # PADDOCK_VM_CPUS (default 2), PADDOCK_VM_MEM (MiB, default 2048), PADDOCK_VM_NICE (default
 # 10: the emulated CPUs yield to the host's own builds and tests).
 #
@@ -15,7 +16,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo=$(pwd)
 log() { echo "vm-run: $*" >&2; }
-[ -s target/vm-tests/list ] || { log "target/vm-tests/list is missing: run scripts/vm-test.sh"; exit 2; }
+stage=${PADDOCK_VM_STAGE:-target/vm-tests}
+[ -s "$stage/list" ] || { log "$stage/list is missing: run scripts/vm-test.sh"; exit 2; }
 command -v qemu-system-x86_64 >/dev/null || { log "qemu-system-x86_64 not found (scripts/vm/deps.sh)"; exit 2; }
 
 image=$(scripts/vm/image.sh)
@@ -28,6 +30,7 @@ cleanup() {
 trap cleanup EXIT
 mkdir "$run/out"
 printf '%s\n' "$@" >"$run/out/args"
+echo "$stage" >"$run/out/stage"
 # The cached image stays pristine: every run writes to its own overlay.
 qemu-img create -q -f qcow2 -b "$image/disk.qcow2" -F qcow2 "$run/disk.qcow2"
 

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/../.."
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
 
 quota_tests=(project_quota)
-engine_tests=(vm_cgroup_v2 vm_disk)
+engine_tests=(vm_cgroup_v2 vm_cpu vm_disk)
 if [ "${1:-}" = --all ]; then
   mapfile -t engine_tests < <(ls tests/tests/*.rs | xargs -n1 basename | sed 's/\.rs$//')
 fi

@@ -159,6 +159,17 @@ pub fn cgroup_v2() -> bool {
         .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
 }
 
+/// A world for the VM group's cgroup v2 tests: fails (rather than skips) without root or
+/// cgroup v2, since the group only runs where both are meant to be.
+pub fn v2_world() -> World {
+    assert!(require_root(), "the VM group runs as root");
+    assert!(
+        cgroup_v2(),
+        "/sys/fs/cgroup is not cgroup v2: run the VM group in the guest (scripts/vm-test.sh)"
+    );
+    World::new()
+}
+
 /// Where cgroup `rel` (e.g. `paddock/app/id`) can be: `/sys/fs/cgroup/<rel>` (cgroup v2) and
 /// `/sys/fs/cgroup/<hierarchy>/<rel>` for every v1 hierarchy (and the hybrid's `unified`).
 pub fn cgroup_dirs_of(rel: &str) -> Vec<PathBuf> {

@@ -261,8 +261,15 @@ fn shim_runs_tasks_with_output_and_exit_codes() {
         .or_else(|| data["memory"]["usage"].as_u64())
         .unwrap_or(0);
     assert!(mem > 0, "memory usage in the metrics: {json}");
-    // kill, delete
-    remove(&ctd, id);
+    // checkpoint: refused, clearly
+    let out = ctd.ctr(&["tasks", "checkpoint", id]);
+    assert!(!out.status.success(), "checkpoint must fail: {out:?}");
+    assert!(text(&out.stderr).contains("not supported"), "{out:?}");
+    // kill --all (every process of the sandbox), delete
+    ok(&ctd, &["tasks", "kill", "--all", "-s", "SIGKILL", id]);
+    wait_task_stopped(&ctd, id, Duration::from_secs(10)).unwrap();
+    ok(&ctd, &["tasks", "delete", id]);
+    ok(&ctd, &["containers", "rm", id]);
     assert_gone(&ctd, &["hello", "stdin", "null-io", id]);
     assert!(!paddock_state(&ctd, id).exists());
     assert_clean(ctd);

@@ -20,16 +20,6 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// Root and cgroup v2, or a failure saying which is missing.
-fn v2_world() -> World {
-    assert!(require_root(), "the VM group runs as root");
-    assert!(
-        cgroup_v2(),
-        "/sys/fs/cgroup is not cgroup v2: run the VM group in the guest (scripts/vm-test.sh)"
-    );
-    World::new()
-}
-
 fn dir(app: &str, id: &str) -> PathBuf {
     Path::new("/sys/fs/cgroup/paddock").join(app).join(id)
 }
