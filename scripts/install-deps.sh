@@ -2,8 +2,9 @@
 # Installs the Debian packages paddock's build, tests, demo and benchmarks use. Idempotent:
 # packages already present are left alone, and apt's lists are refreshed only when needed.
 set -euo pipefail
+# protobuf-compiler: protoc, which the containerd-client crate (paddock-stager) builds its API with
 pkgs=(containerd runc crun busybox-static hyperfine jq acl e2fsprogs python3 procps
-      containernetworking-plugins iproute2 curl)
+      containernetworking-plugins iproute2 iptables curl protobuf-compiler)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
