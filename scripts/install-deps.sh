@@ -2,9 +2,10 @@
 # Installs the Debian packages paddock's build, tests, demo and benchmarks use. Idempotent:
 # packages already present are left alone, and apt's lists are refreshed only when needed.
 set -euo pipefail
-# protobuf-compiler: protoc, which the containerd-client crate (paddock-stager) builds its API with
 pkgs=(containerd runc crun busybox-static hyperfine jq acl e2fsprogs python3 procps
-      containernetworking-plugins iproute2 iptables curl protobuf-compiler)
+      containernetworking-plugins iproute2 curl)
+pkgs+=(gcc libc6-dev)   # the escape suite builds its static attack helper
+pkgs+=(iptables protobuf-compiler)   # paddock-stager: portmap's rules, protoc for containerd-client
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

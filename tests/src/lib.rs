@@ -118,13 +118,8 @@ pub fn snapshot(root: &Path, cgroup_rel: &str) -> HostSnapshot {
         .collect();
     mounts.sort();
     let mut cgroups = BTreeSet::new();
-    if let Ok(entries) = fs::read_dir("/sys/fs/cgroup") {
-        for e in entries.flatten() {
-            walk_dirs(
-                &e.path().join(cgroup_rel.trim_start_matches('/')),
-                &mut cgroups,
-            );
-        }
+    for dir in cgroup_dirs_of(cgroup_rel) {
+        walk_dirs(&dir, &mut cgroups);
     }
     let mut state = BTreeSet::new();
     walk_all(root, &mut state);
@@ -158,10 +153,48 @@ fn walk_all(dir: &Path, out: &mut BTreeSet<PathBuf>) {
     }
 }
 
+/// Whether `/sys/fs/cgroup` is the unified (cgroup v2) hierarchy.
+pub fn cgroup_v2() -> bool {
+    nix::sys::statfs::statfs("/sys/fs/cgroup")
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+}
+
+/// Where cgroup `rel` (e.g. `paddock/app/id`) can be: `/sys/fs/cgroup/<rel>` (cgroup v2) and
+/// `/sys/fs/cgroup/<hierarchy>/<rel>` for every v1 hierarchy (and the hybrid's `unified`).
+pub fn cgroup_dirs_of(rel: &str) -> Vec<PathBuf> {
+    let rel = rel.trim_start_matches('/');
+    let base = Path::new("/sys/fs/cgroup");
+    let mut out = vec![base.join(rel)];
+    if let Ok(entries) = fs::read_dir(base) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                out.push(e.path().join(rel));
+            }
+        }
+    }
+    out
+}
+
+/// How many times slower than this machine the tests run: `$PADDOCK_TEST_TIME_SCALE` (the
+/// VM guest under software emulation sets it), 1 by default. Every timeout here goes through
+/// [`scaled`].
+pub fn time_scale() -> u32 {
+    std::env::var("PADDOCK_TEST_TIME_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n >= 1)
+        .unwrap_or(1)
+}
+
+/// `d` stretched by [`time_scale`].
+pub fn scaled(d: Duration) -> Duration {
+    d * time_scale()
+}
+
 /// Asserts that nothing changed between two snapshots, waiting briefly for the kernel to
 /// finish reaping, and naming what leaked.
 pub fn assert_no_leak(before: &HostSnapshot, root: &Path, cgroup_rel: &str) {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + scaled(Duration::from_secs(5));
     loop {
         let after = snapshot(root, cgroup_rel);
         let new_zombies: Vec<_> = after.zombies.difference(&before.zombies).collect();
@@ -354,7 +387,7 @@ impl World {
 
     /// Waits until the sandbox reports `status`.
     pub fn wait_status(&self, id: &str, status: &str) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + scaled(Duration::from_secs(10));
         loop {
             if self.state(id)["status"] == status {
                 return;
@@ -458,9 +491,9 @@ pub fn cgroup_pids(dir: &Path) -> Vec<i32> {
     out
 }
 
-/// Polls `f` until it returns true or `timeout` passes.
+/// Polls `f` until it returns true or `timeout` (times [`time_scale`]) passes.
 pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
+    let deadline = Instant::now() + scaled(timeout);
     loop {
         if f() {
             return true;

@@ -317,10 +317,8 @@ fn explicit_cgroups_path_is_honoured() {
     );
     w.paddock(&["run", "-d", "--bundle", s(&b), "c1"]).ok();
     let pid = w.state("c1")["pid"].as_i64().unwrap();
-    let dirs: Vec<PathBuf> = fs::read_dir("/sys/fs/cgroup")
-        .unwrap()
-        .flatten()
-        .map(|e| e.path().join("paddock-explicit-test/c1"))
+    let dirs: Vec<PathBuf> = cgroup_dirs_of("paddock-explicit-test/c1")
+        .into_iter()
         .filter(|d| d.join("cgroup.procs").exists())
         .collect();
     assert!(!dirs.is_empty(), "no cgroup at the given path");

@@ -79,10 +79,12 @@ pub fn create(root: &Path, sandbox: &str, opts: &CreateOptions) -> Result<i32> {
     let volume = match (&plan.disk, &config) {
         (Some(d), Some(config)) => {
             let cfg = config.quota.clone();
+            let readonly = plan.spec.root().as_ref().and_then(|r| r.readonly()) == Some(true);
             let vref = disk::VolumeRef {
                 id: key.clone(),
                 backend: disk::backend_for(&cfg)?,
                 store: cfg.store.clone(),
+                rootfs: disk::quota_rootfs(&cfg, &rootfs, readonly),
             };
             let dest = d.path.clone().unwrap_or(cfg.mount_path);
             Some((vref, d.clone(), dest))
@@ -157,6 +159,15 @@ fn settle(record: &Record, plan: &policy::Plan, record_dir: &Path, init: i32) ->
         .map(|app| format!("/{}/{app}", policy::CGROUP_ROOT));
     if let (Some(limit), Some(app)) = (plan.app_memory, &app_cgroup) {
         memory::set_limit(&cg.layout, app, limit)?;
+    }
+    if let Some(m) = plan
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.memory().as_ref())
+    {
+        memory::enforce_no_swap(&cg.layout, &record.cgroups_path, m)?;
     }
     if plan.oom == policy::OomPolicy::Kill {
         if let Some(dir) = cg.v2_dir() {

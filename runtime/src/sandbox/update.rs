@@ -34,7 +34,7 @@ pub fn update(root: &Path, sandbox: &str, resources: &LinuxResources) -> Result<
     let resources = &resources;
     let fail = |e: &(dyn std::error::Error + 'static)| Error::container("update", sandbox, e);
     let manager = libcgroups::common::create_cgroup_manager(CgroupConfig {
-        cgroup_path: PathBuf::from(path),
+        cgroup_path: PathBuf::from(&path),
         systemd_cgroup: false,
         container_name: sandbox.to_string(),
     })
@@ -46,5 +46,9 @@ pub fn update(root: &Path, sandbox: &str, resources: &LinuxResources) -> Result<
             oom_score_adj: None,
             freezer_state: None,
         })
-        .map_err(|e| fail(&e))
+        .map_err(|e| fail(&e))?;
+    match resources.memory() {
+        Some(m) => memory::enforce_no_swap(&Layout::detect()?, &path, m),
+        None => Ok(()),
+    }
 }
