@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the staged test binaries (target/vm-tests, made by scripts/vm-test.sh on the host) in
+# Runs the staged test binaries ($PADDOCK_VM_STAGE, default target/vm-tests, made by
+# scripts/vm/stage.sh on the host) in
 # the guest, as root, one test at a time, and exits non-zero if any failed. Used by both
 # routes: the plain-qemu runner (scripts/vm/run.sh) and Vagrant (scripts/vagrant-test.sh).
 #
@@ -8,7 +9,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
-stage=$repo/target/vm-tests
+stage=$repo/${PADDOCK_VM_STAGE:-target/vm-tests}
 args=()
 if [ -n "${1:-}" ] && [ -s "$1" ]; then
   mapfile -t args <"$1"

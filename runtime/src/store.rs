@@ -58,6 +58,9 @@ pub struct Record {
     /// The pool identity the sandbox runs as, unless its spec's user was kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<IdentityRef>,
+    /// The node's CPU registry the sandbox is registered in (`[cpu] state_dir` at create).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_state: Option<PathBuf>,
 }
 
 /// The state directory given by `--root`.
@@ -184,6 +187,7 @@ mod tests {
             app: Some("default".into()),
             volume: None,
             identity: None,
+            cpu_state: None,
         };
         store.write(&rec).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(store.read("a").ok().flatten(), Some(rec));

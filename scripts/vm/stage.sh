@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the VM group's test binaries here (cargo feature `vm`) and stages them, with the
-# `paddock` binary, in target/vm-tests: bin/ and a list of "<crate dir> <binary>" lines that
+# `paddock` binary, in $PADDOCK_VM_STAGE (default target/vm-tests): bin/ and a list of "<crate dir> <binary>" lines that
 # vagrant/run-tests.sh runs in the guest. With --all, every integration test of the tests
 # crate is staged too.
 set -euo pipefail
@@ -13,7 +13,7 @@ if [ "${1:-}" = --all ]; then
   mapfile -t engine_tests < <(ls tests/tests/*.rs | xargs -n1 basename | sed 's/\.rs$//')
 fi
 
-stage=target/vm-tests
+stage=${PADDOCK_VM_STAGE:-target/vm-tests}
 rm -rf "$stage"
 mkdir -p "$stage/bin"
 : >"$stage/list"

@@ -263,10 +263,12 @@ impl World {
             .tempdir()
             .unwrap_or_else(|e| panic!("tempdir: {e}"));
         let root = dir.path().join("state");
-        // Node policy of this world: its own quota store, so volumes stay inside the temp dir.
+        // Node policy of this world: its own quota store, so volumes stay inside the temp dir,
+        // and its own CPU registry.
         let config = format!(
-            "[quota]\nstore = \"{}\"\n",
-            dir.path().join("quota").display()
+            "[quota]\nstore = \"{}\"\n[cpu]\nstate_dir = \"{}\"\n",
+            dir.path().join("quota").display(),
+            dir.path().join("cpu").display()
         );
         fs::write(dir.path().join("config.toml"), config)
             .unwrap_or_else(|e| panic!("write config: {e}"));
@@ -284,9 +286,11 @@ impl World {
     /// Rewrites this world's node config with an identity pool of its own.
     pub fn set_pool(&self, base: u32, size: u32) {
         let config = format!(
-            "[identity]\nbase = {base}\nsize = {size}\nlease_dir = \"{}\"\n[quota]\nstore = \"{}\"\n",
+            "[identity]\nbase = {base}\nsize = {size}\nlease_dir = \"{}\"\n[quota]\nstore = \"{}\"\n\
+             [cpu]\nstate_dir = \"{}\"\n",
             self.path().join("leases").display(),
-            self.path().join("quota").display()
+            self.path().join("quota").display(),
+            self.path().join("cpu").display()
         );
         fs::write(self.path().join("config.toml"), config)
             .unwrap_or_else(|e| panic!("write config: {e}"));

@@ -9,6 +9,7 @@ use super::{delete, NodeLock};
 use crate::bundle;
 use crate::cgroups::{Layout, SandboxCgroup};
 use crate::config::NodeConfig;
+use crate::cpu;
 use crate::disk;
 use crate::error::{Error, Result};
 use crate::executor::SandboxExecutor;
@@ -69,12 +70,8 @@ pub fn create(root: &Path, sandbox: &str, opts: &CreateOptions) -> Result<i32> {
         plan.spec.set_root(Some(r));
     }
 
-    // Node policy is read only when the sandbox asks for something that needs it.
-    let config = if plan.disk.is_some() || plan.pool_user {
-        Some(NodeConfig::load_default()?)
-    } else {
-        None
-    };
+    // Every sandbox is under the node's CPU policy, so the node config is always read.
+    let config = Some(NodeConfig::load_default()?);
     let key = store::node_key(root, sandbox);
     let volume = match (&plan.disk, &config) {
         (Some(d), Some(config)) => {
@@ -92,6 +89,8 @@ pub fn create(root: &Path, sandbox: &str, opts: &CreateOptions) -> Result<i32> {
         _ => None,
     };
 
+    let layout = Layout::detect()?;
+    let cpu_node = cpu::Node::new(&config.as_ref().map(|c| c.cpu.clone()).unwrap_or_default())?;
     let record_dir = store.create(sandbox)?;
     let identity = match (&config, plan.pool_user) {
         (Some(config), true) => {
@@ -120,9 +119,11 @@ pub fn create(root: &Path, sandbox: &str, opts: &CreateOptions) -> Result<i32> {
         app: plan.app.clone(),
         volume: volume.as_ref().map(|(v, _, _)| v.clone()),
         identity,
+        cpu_state: config.as_ref().map(|c| c.cpu.state_dir.clone()),
     };
     let result = store
         .write(&record)
+        .and_then(|()| cpu::place(&cpu_node, &layout, &key, sandbox, &record_dir, &mut plan))
         .and_then(|()| match &volume {
             Some((vref, d, dest)) => attach_volume(&mut plan.spec, vref, d, dest),
             None => Ok(()),
@@ -135,6 +136,7 @@ pub fn create(root: &Path, sandbox: &str, opts: &CreateOptions) -> Result<i32> {
                 network::loopback_up(pid)?;
             }
             settle(&record, &plan, &record_dir, pid)?;
+            cpu::settle(&cpu_node, &layout, &key)?;
             tracing::debug!(id = sandbox, "settled");
             Ok(pid)
         });

@@ -20,6 +20,16 @@ pub fn update(root: &Path, sandbox: &str, resources: &LinuxResources) -> Result<
         return Err(wrong_state(sandbox, status, "update", "running"));
     };
     let mut resources = resources.clone();
+    // The node's CPU policy owns the cpuset of its sandboxes.
+    let registered = loaded.record.as_ref().and_then(|r| r.cpu_state.clone());
+    if let (Some(dir), Some(mut cpu)) = (registered, resources.cpu().clone()) {
+        if let Some(value) = cpu.cpus().clone() {
+            let key = crate::store::node_key(root, sandbox);
+            crate::cpu::update_cpus(&dir, &Layout::detect()?, &key, sandbox, &value)?;
+            cpu.set_cpus(None);
+            resources.set_cpu(Some(cpu));
+        }
+    }
     if let Some(m) = *resources.memory() {
         let m = policy::memory_contract(m)?;
         if let (Some(limit), Some(used)) = (m.limit(), memory::usage(&Layout::detect()?, &path)) {
