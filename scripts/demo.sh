@@ -35,7 +35,7 @@ else
   address=$(scripts/containerd.sh start "$private")
 fi
 # Instances run through containerd's runc shim, which execs paddock (BinaryName).
-stager=("$bin/paddock-stager" --address "$address" --runtime io.containerd.runc.v2 --runc-binary "$bin/paddock")
+stager=("$bin/paddock-stager" --address "$address" --runtime io.containerd.runc.v2 --runtime-binary "$bin/paddock")
 
 step "paddock-stager stage examples/hello"
 droplet=$("${stager[@]}" stage examples/hello | tee /dev/stderr | tail -1)

@@ -40,7 +40,6 @@ pub struct RuncOptions {
 }
 
 pub const RUNC_OPTIONS_TYPE: &str = "containerd.runc.v1.Options";
-pub const RUNC_RUNTIME: &str = "io.containerd.runc.v2";
 
 /// A connection to containerd in one namespace.
 pub struct Ctd {
@@ -424,24 +423,20 @@ impl Ctd {
     }
 }
 
-/// The container-level runtime record: name, and for the runc shim the runtime binary it execs
-/// (`BinaryName`) and runc's state root.
-pub fn runtime(name: &str, runc_binary: Option<&Path>, runc_root: Option<&Path>) -> Runtime {
-    let options =
-        (name == RUNC_RUNTIME && (runc_binary.is_some() || runc_root.is_some())).then(|| {
-            let opts = RuncOptions {
-                binary_name: runc_binary
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default(),
-                root: runc_root
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default(),
-            };
-            Any {
-                type_url: RUNC_OPTIONS_TYPE.into(),
-                value: prost::Message::encode_to_vec(&opts),
-            }
-        });
+/// The container-level runtime record: name, and the shim options both containerd's runc shim
+/// and paddock's shim read (`containerd.runc.v1.Options`): the runc-compatible binary the shim
+/// execs (`BinaryName`) and its state root (`Root`).
+pub fn runtime(name: &str, binary: Option<&Path>, root: Option<&Path>) -> Runtime {
+    let options = (binary.is_some() || root.is_some()).then(|| {
+        let opts = RuncOptions {
+            binary_name: binary.map(|p| p.display().to_string()).unwrap_or_default(),
+            root: root.map(|p| p.display().to_string()).unwrap_or_default(),
+        };
+        Any {
+            type_url: RUNC_OPTIONS_TYPE.into(),
+            value: prost::Message::encode_to_vec(&opts),
+        }
+    });
     Runtime {
         name: name.into(),
         options,
@@ -503,15 +498,19 @@ mod tests {
 
     #[test]
     fn runc_options() {
-        let rt = runtime(RUNC_RUNTIME, Some(Path::new("/usr/bin/paddock")), None);
+        let rt = runtime(
+            "io.containerd.runc.v2",
+            Some(Path::new("/usr/bin/paddock")),
+            None,
+        );
         let any = rt.options.unwrap();
         assert_eq!(any.type_url, RUNC_OPTIONS_TYPE);
         let back: RuncOptions = prost::Message::decode(any.value.as_slice()).unwrap();
         assert_eq!(back.binary_name, "/usr/bin/paddock");
-        assert!(
-            runtime("io.containerd.paddock.v2", Some(Path::new("/x")), None)
-                .options
-                .is_none()
-        );
+        let paddock = "io.containerd.paddock.v2";
+        assert!(runtime(paddock, None, None).options.is_none());
+        assert!(runtime(paddock, None, Some(Path::new("/r")))
+            .options
+            .is_some());
     }
 }

@@ -27,7 +27,6 @@ use clap::{Parser, Subcommand};
 use crate::error::Result;
 use crate::limits::Limits;
 use crate::node::{Node, Settings};
-use crate::spec::RuntimeFeatures;
 
 #[derive(Parser)]
 #[command(
@@ -71,15 +70,12 @@ struct Cli {
         default_value = "io.containerd.paddock.v2"
     )]
     runtime: String,
-    /// with --runtime io.containerd.runc.v2: the runc-compatible binary the shim runs (paddock)
-    #[arg(long, global = true, env = "PADDOCK_STAGER_RUNC_BINARY")]
-    runc_binary: Option<PathBuf>,
-    /// with --runtime io.containerd.runc.v2: the runtime's state root
+    /// the runc-compatible binary the shim runs (its BinaryName option; paddock)
+    #[arg(long, global = true, env = "PADDOCK_STAGER_RUNTIME_BINARY")]
+    runtime_binary: Option<PathBuf>,
+    /// that binary's state root (the shim's Root option)
     #[arg(long, global = true)]
-    runc_root: Option<PathBuf>,
-    /// the runtime takes io.paddock.cpu (enables --cpu cap)
-    #[arg(long, global = true)]
-    runtime_cpu: bool,
+    runtime_root: Option<PathBuf>,
     /// host bridge the instances join
     #[arg(long, global = true, default_value = "paddock0")]
     bridge: String,
@@ -192,13 +188,10 @@ async fn dispatch(cli: Cli) -> Result<()> {
         data: cli.data_dir,
         state: cli.state_dir,
         runtime: cli.runtime,
-        runc_binary: cli.runc_binary,
-        runc_root: cli.runc_root,
+        runtime_binary: cli.runtime_binary,
+        runtime_root: cli.runtime_root,
         bridge: cli.bridge,
         subnet: cli.subnet,
-        features: RuntimeFeatures {
-            cpu: cli.runtime_cpu,
-        },
     };
     // check what needs no containerd before connecting
     let limits = match &cli.cmd {

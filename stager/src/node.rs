@@ -21,7 +21,7 @@ use crate::limits::Limits;
 use crate::metrics;
 use crate::network::Net;
 use crate::record::{self, Desired, Record};
-use crate::spec::{self, RuntimeFeatures, CONTAINER_PORT};
+use crate::spec::{self, CONTAINER_PORT};
 use crate::stack;
 
 /// Settings every verb shares (the global options).
@@ -34,11 +34,12 @@ pub struct Settings {
     /// Network namespaces, address store, port leases, watcher pid files (`/run/paddock-stager`).
     pub state: PathBuf,
     pub runtime: String,
-    pub runc_binary: Option<PathBuf>,
-    pub runc_root: Option<PathBuf>,
+    /// The shim's `BinaryName`: the runc-compatible binary it execs (paddock).
+    pub runtime_binary: Option<PathBuf>,
+    /// The shim's `Root`: that binary's state root.
+    pub runtime_root: Option<PathBuf>,
     pub bridge: String,
     pub subnet: String,
-    pub features: RuntimeFeatures,
 }
 
 pub struct Node {
@@ -205,7 +206,6 @@ impl Node {
             limits: rec.limits,
             netns: &netns,
             host_port: rec.host_port,
-            features: self.s.features,
         };
         let spec_json = serde_json::to_vec(&spec::spec(&inst))
             .map_err(|e| Error::Invalid(format!("spec of {}: {e}", rec.id)))?;
@@ -216,8 +216,8 @@ impl Node {
             image: droplet_image(&d.id),
             runtime: Some(ctd::runtime(
                 &self.s.runtime,
-                self.s.runc_binary.as_deref(),
-                self.s.runc_root.as_deref(),
+                self.s.runtime_binary.as_deref(),
+                self.s.runtime_root.as_deref(),
             )),
             spec: Some(Any {
                 type_url: spec::SPEC_TYPE_URL.into(),

@@ -7,7 +7,9 @@
 use serde_json::{json, Value};
 
 use crate::detect::APP_DIR;
-use crate::limits::{CpuMode, Limits};
+#[cfg(test)]
+use crate::limits::CpuMode;
+use crate::limits::Limits;
 
 /// The port every instance listens on inside its own network namespace (DEA's choice).
 pub const CONTAINER_PORT: u16 = 8080;
@@ -17,14 +19,6 @@ pub const HOME: &str = "/home/vcap";
 pub const PIDS: u32 = 512;
 /// The type URL containerd expects for an OCI spec.
 pub const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
-
-/// Which `io.paddock.*` annotations the runtime understands beyond the base set (it refuses
-/// unknown ones).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct RuntimeFeatures {
-    /// `io.paddock.cpu` (equal / cap / exclusive:N).
-    pub cpu: bool,
-}
 
 /// Everything that makes one instance.
 #[derive(Debug, Clone)]
@@ -37,7 +31,6 @@ pub struct Instance<'a> {
     pub limits: Limits,
     pub netns: &'a str,
     pub host_port: u16,
-    pub features: RuntimeFeatures,
 }
 
 /// The `VCAP_APPLICATION` document an instance finds in its environment.
@@ -74,16 +67,13 @@ pub fn env(i: &Instance) -> Vec<String> {
 }
 
 pub fn annotations(i: &Instance) -> Value {
-    let mut a = json!({
+    json!({
         "io.paddock.app": i.app,
         "io.paddock.disk": i.limits.disk.to_string(),
         "io.paddock.disk.path": HOME,
         "io.paddock.pids": PIDS.to_string(),
-    });
-    if i.features.cpu {
-        a["io.paddock.cpu"] = json!(i.limits.cpu.as_str());
-    }
-    a
+        "io.paddock.cpu": i.limits.cpu.as_str(),
+    })
 }
 
 pub fn spec(i: &Instance) -> Value {
@@ -157,17 +147,12 @@ pub fn spec(i: &Instance) -> Value {
     })
 }
 
-/// Whether the mode needs the runtime's `io.paddock.cpu` support.
-pub fn needs_cpu_annotation(mode: CpuMode) -> bool {
-    mode != CpuMode::Equal
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
-    fn instance(features: RuntimeFeatures) -> Instance<'static> {
+    fn instance(cpu: CpuMode) -> Instance<'static> {
         Instance {
             app: "hello",
             index: 1,
@@ -177,17 +162,16 @@ mod tests {
             limits: Limits {
                 memory: 128 << 20,
                 disk: 256 << 20,
-                cpu: CpuMode::Cap,
+                cpu,
             },
             netns: "/run/netns/paddock-hello-1-01234567",
             host_port: 61001,
-            features,
         }
     }
 
     #[test]
     fn environment() {
-        let i = instance(RuntimeFeatures::default());
+        let i = instance(CpuMode::Equal);
         let env = env(&i);
         assert!(env.contains(&"PORT=8080".to_string()));
         assert!(env.contains(&"INSTANCE_INDEX=1".to_string()));
@@ -205,14 +189,14 @@ mod tests {
 
     #[test]
     fn limits_and_namespaces() {
-        let s = spec(&instance(RuntimeFeatures::default()));
+        let s = spec(&instance(CpuMode::Equal));
         assert_eq!(s["linux"]["resources"]["memory"]["limit"], 128u64 << 20);
         assert_eq!(s["annotations"]["io.paddock.app"], "hello");
         assert_eq!(
             s["annotations"]["io.paddock.disk"],
             (256u64 << 20).to_string()
         );
-        assert!(s["annotations"].get("io.paddock.cpu").is_none());
+        assert_eq!(s["annotations"]["io.paddock.cpu"], "equal");
         assert!(s["linux"].get("cgroupsPath").is_none());
         let net = s["linux"]["namespaces"]
             .as_array()
@@ -222,7 +206,7 @@ mod tests {
             .unwrap();
         assert_eq!(net["path"], "/run/netns/paddock-hello-1-01234567");
         assert_eq!(s["process"]["args"][2], "httpd -f -p $PORT");
-        let s = spec(&instance(RuntimeFeatures { cpu: true }));
+        let s = spec(&instance(CpuMode::Cap));
         assert_eq!(s["annotations"]["io.paddock.cpu"], "cap");
     }
 }

@@ -119,9 +119,9 @@ impl Stager {
             .arg(self.state())
             .arg("--runtime")
             .arg("io.containerd.runc.v2")
-            .arg("--runc-binary")
+            .arg("--runtime-binary")
             .arg(paddock_bin())
-            .arg("--runc-root")
+            .arg("--runtime-root")
             .arg(self.ctd.runc_root())
             .arg("--bridge")
             .arg(&self.bridge)
@@ -259,6 +259,21 @@ fn get(port: u16) -> Result<String, String> {
     Ok(buf.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
 }
 
+/// The CFS quota (µs per period) of an instance's cgroup, `None` when it has none (v1
+/// `cpu.cfs_quota_us` = -1, v2 `cpu.max` = "max …"). Panics if the cgroup is not found.
+fn cpu_quota_us(app: &str, id: &str) -> Option<u64> {
+    let v1 = format!("/sys/fs/cgroup/cpu/paddock/{app}/{id}/cpu.cfs_quota_us");
+    let v2 = format!("/sys/fs/cgroup/paddock/{app}/{id}/cpu.max");
+    let text = fs::read_to_string(&v1)
+        .or_else(|_| fs::read_to_string(&v2))
+        .unwrap_or_else(|e| panic!("no CPU cgroup for {id} ({v1}, {v2}): {e}"));
+    text.split_whitespace()
+        .next()?
+        .parse::<i64>()
+        .ok()
+        .and_then(|q| u64::try_from(q).ok())
+}
+
 fn sample_app() -> PathBuf {
     workspace().join("examples/hello")
 }
@@ -325,6 +340,8 @@ fn stage_run_curl_stop() {
     }
     let p = ports(&rows);
     assert_ne!(p[0], p[1]);
+    // --cpu equal (the default): a weight, no quota
+    assert_eq!(cpu_quota_us("hello", rows[0]["id"].as_str().unwrap()), None);
     for (i, port) in p.iter().enumerate() {
         let body = get(*port).unwrap();
         assert!(
@@ -346,9 +363,16 @@ fn stage_run_curl_stop() {
 fn scale_up_and_down() {
     let Some(st) = Stager::start() else { return };
     let droplet = st.stage(&sample_app(), &[]);
-    st.run_app(&droplet, "web", 1, "32M", "16M");
+    st.ok(&[
+        "run", &droplet, "--name", "web", "--memory", "32M", "--disk", "16M", "--cpu", "cap",
+    ]);
     st.ok(&["scale", "web", "3"]);
     let rows = st.ps("web");
+    // --cpu cap: every instance has a hard CPU quota, re-balanced as instances come and go
+    let quotas_of_three: Vec<u64> = rows
+        .iter()
+        .map(|r| cpu_quota_us("web", r["id"].as_str().unwrap()).expect("a CPU quota"))
+        .collect();
     assert_eq!(
         rows.iter()
             .map(|r| r["index"].as_u64().unwrap())
@@ -363,6 +387,11 @@ fn scale_up_and_down() {
     assert_eq!(after.len(), 1);
     assert_eq!(after[0]["id"], rows[0]["id"]);
     get(ports(&after)[0]).unwrap();
+    let alone = cpu_quota_us("web", after[0]["id"].as_str().unwrap()).expect("a CPU quota");
+    assert!(
+        alone > quotas_of_three[0],
+        "quota of one instance {alone} not above that of three {quotas_of_three:?}"
+    );
     for port in &ports(&rows)[1..] {
         assert!(
             get(*port).is_err(),

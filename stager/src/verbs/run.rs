@@ -9,7 +9,6 @@ use crate::error::{Error, Result};
 use crate::limits::Limits;
 use crate::node::Node;
 use crate::record::{self, Record};
-use crate::spec;
 
 use super::{progress, watch};
 
@@ -43,22 +42,9 @@ pub fn check_count(n: u32) -> Result<()> {
     }
 }
 
-/// `--cpu cap` needs the runtime's io.paddock.cpu (a runtime refuses annotations it does not know).
-pub fn check_features(node: &Node, limits: &Limits) -> Result<()> {
-    if spec::needs_cpu_annotation(limits.cpu) && !node.s.features.cpu {
-        return Err(Error::Invalid(format!(
-            "--cpu {}: this runtime ({}) does not take io.paddock.cpu; only `equal` is available",
-            limits.cpu.as_str(),
-            node.s.runtime
-        )));
-    }
-    Ok(())
-}
-
 pub async fn run(node: &mut Node, o: &RunOptions<'_>) -> Result<()> {
     check_app(o.app)?;
     check_count(o.instances)?;
-    check_features(node, &o.limits)?;
     let d = droplet::find(&node.droplets_dir(), o.droplet)?;
     let existing = node.instances(o.app).await?;
     if !existing.is_empty() {

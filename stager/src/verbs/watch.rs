@@ -82,14 +82,11 @@ pub fn ensure(node: &Node, app: &str) -> Result<()> {
         .arg(&s.bridge)
         .arg("--subnet")
         .arg(&s.subnet);
-    if let Some(b) = &s.runc_binary {
-        cmd.arg("--runc-binary").arg(b);
+    if let Some(b) = &s.runtime_binary {
+        cmd.arg("--runtime-binary").arg(b);
     }
-    if let Some(r) = &s.runc_root {
-        cmd.arg("--runc-root").arg(r);
-    }
-    if s.features.cpu {
-        cmd.arg("--runtime-cpu");
+    if let Some(r) = &s.runtime_root {
+        cmd.arg("--runtime-root").arg(r);
     }
     let child = cmd
         .arg("watch")
