@@ -6,7 +6,9 @@ under test and cleans up after itself:
 * an exclusive lock (/run/paddock-bench.lock) so two bench runs never share
   /paddock-bench;
 * a temp dir holding bundles, runtime state roots (--root), pid files and the
-  containers' stdio files;
+  containers' stdio files; the state roots sit on a tmpfs of their own (as
+  /run/runc, /run/crun and /run/paddock do on a standard node, where /run is a
+  tmpfs), unless state_tmpfs=False;
 * a private mount namespace for crun (cgroup v1 hybrid only, see CrunNamespace);
 * every container it created is deleted (--force on failure paths), every
   cgroup under /paddock-bench in every cgroup mount is removed, the namespace
@@ -443,8 +445,10 @@ def set_cgroups_path(bundle, config, cgroups_path):
 class Session:
     """Lock, temp dir, subreaper, crun namespace, runtimes, and the cleanup of all of it."""
 
-    def __init__(self, runtime_bins, crun_ns="auto", clean_stale=False, tag="bench"):
+    def __init__(self, runtime_bins, crun_ns="auto", clean_stale=False, tag="bench", state_tmpfs=True):
         self.runtime_bins = runtime_bins
+        self.state_tmpfs = state_tmpfs
+        self.state_mount = None
         self.crun_ns_mode = crun_ns
         self.clean_stale = clean_stale
         self.tag = tag
@@ -495,6 +499,16 @@ class Session:
         os.makedirs(self.io_dir)
         empty = os.path.join(self.io_dir, "stdin")
         open(empty, "w").close()
+        state = os.path.join(self.tmp, "state")
+        os.makedirs(state)
+        if self.state_tmpfs:
+            # Before crun's namespace is made, so that it sees the same mount.
+            r = subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755,size=512m", "paddock-bench-state", state],
+                               capture_output=True, text=True)
+            if r.returncode != 0:
+                raise BenchError("mount tmpfs at %s: %s" % (state, r.stderr.strip()))
+            self.state_mount = state
+            self.notes.append("runtime state roots (--root) on a tmpfs, as /run is on a standard node")
         need_ns = "crun" in self.runtime_bins and (
             self.crun_ns_mode == "always" or (self.crun_ns_mode == "auto" and is_hybrid()))
         if need_ns:
@@ -503,7 +517,7 @@ class Session:
             self.notes.append("crun runs in a private mount namespace (holder pid %d) without %s; "
                               "verified: unmounted inside, still mounted outside" % (self.ns.holder.pid, UNIFIED))
         for name, b in self.runtime_bins.items():
-            root = os.path.join(self.tmp, "state", name)
+            root = os.path.join(state, name)
             os.makedirs(root)
             rt = Runtime(name, b, root, self.ns if name == "crun" else None)
             rt.errlog_path = os.path.join(self.io_dir, name + ".err")
@@ -582,6 +596,12 @@ class Session:
                     except OSError:
                         pass
             rt.errlog = rt.stdin_fd = None
+        if self.state_mount:
+            r = subprocess.run(["umount", self.state_mount], capture_output=True, text=True)
+            if r.returncode != 0:
+                log("warning: umount %s: %s" % (self.state_mount, r.stderr.strip()))
+            else:
+                self.state_mount = None
         if self.tmp and os.path.isdir(self.tmp):
             mounted = [mp for mp, _ in mountinfo() if mp == self.tmp or mp.startswith(self.tmp + "/")]
             if mounted:

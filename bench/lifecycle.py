@@ -110,6 +110,8 @@ def main():
     ap.add_argument("--crun-ns", choices=("auto", "always", "never"), default="auto",
                     help="private mount namespace without the cgroup2 mount for crun (auto: on hybrid hosts)")
     ap.add_argument("--clean-stale", action="store_true", help="remove leftovers of an earlier run under /paddock-bench")
+    ap.add_argument("--state-on-disk", action="store_true",
+                    help="keep the runtimes' state roots in the temp dir on disk instead of a tmpfs")
     ap.add_argument("--out", default=os.path.join(bl.OUT_DIR, "lifecycle.json"))
     a = ap.parse_args()
 
@@ -133,7 +135,8 @@ def main():
     }
     failed_any = False
     try:
-        with bl.Session(bins, crun_ns=a.crun_ns, clean_stale=a.clean_stale, tag="lifecycle") as sess:
+        with bl.Session(bins, crun_ns=a.crun_ns, clean_stale=a.clean_stale, tag="lifecycle",
+                        state_tmpfs=not a.state_on_disk) as sess:
             result["notes"] = sess.notes
             result["spawn_baseline_ms"] = bl.spawn_baseline()
             data = {}

@@ -125,6 +125,8 @@ def main():
     ap.add_argument("--seed", type=int)
     ap.add_argument("--crun-ns", choices=("auto", "always", "never"), default="auto")
     ap.add_argument("--clean-stale", action="store_true")
+    ap.add_argument("--state-on-disk", action="store_true",
+                    help="keep the runtimes' state roots in the temp dir on disk instead of a tmpfs")
     ap.add_argument("--out", default=os.path.join(bl.OUT_DIR, "teardown.json"))
     a = ap.parse_args()
     modes = [m for m in a.modes.split(",") if m]
@@ -150,7 +152,8 @@ def main():
     }
     failed_any = False
     try:
-        with bl.Session(bins, crun_ns=a.crun_ns, clean_stale=a.clean_stale, tag="teardown") as sess:
+        with bl.Session(bins, crun_ns=a.crun_ns, clean_stale=a.clean_stale, tag="teardown",
+                        state_tmpfs=not a.state_on_disk) as sess:
             result["notes"] = sess.notes
             data = {}
             for name, rt in sess.runtimes.items():

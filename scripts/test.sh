@@ -15,6 +15,7 @@ leftovers() {
   { find /sys/fs/cgroup/*/paddock /sys/fs/cgroup/paddock -mindepth 1 -type d 2>/dev/null || true
     grep paddock /proc/self/mountinfo | awk '{print "mount " $5}' || true
     losetup -a 2>/dev/null | grep paddock | sed 's/^/loop /' || true
+    find /run/paddock/containerd -mindepth 1 -maxdepth 1 2>/dev/null | sed 's/^/shim state /' || true
     ps -eo pid=,stat=,args= | grep -E 'paddock|containerd-shim' | grep -v -E 'grep|scripts/test.sh|cargo|target/debug/deps' \
       | awk '$2 !~ /^Z/ {print "process " $0}' || true
   } | sort

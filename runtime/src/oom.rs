@@ -124,6 +124,18 @@ impl Watcher {
         }
     }
 
+    /// The descriptors that become readable when [`Watcher::wait`] has something to say, for a
+    /// caller that polls many watchers in one thread (then `wait(Some(Duration::ZERO))`).
+    pub fn wake_fds(&self) -> Vec<BorrowedFd<'_>> {
+        match self {
+            Watcher::V1(w) => std::iter::once(&w.instance)
+                .chain(w.app.iter())
+                .map(|r| r.efd.as_fd())
+                .collect(),
+            Watcher::V2(w) => vec![w.inotify.as_fd()],
+        }
+    }
+
     /// Waits up to `timeout` (forever with `None`) for the next OOM kill.
     pub fn wait(&mut self, timeout: Option<Duration>) -> Result<Wake> {
         match self {

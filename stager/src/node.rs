@@ -182,6 +182,7 @@ impl Node {
             restarts: 0,
             oom_kills: 0,
             last_exit: String::new(),
+            ready: false,
         };
         match self.launch_steps(&mut rec, d, chain).await {
             Ok(()) => Ok(rec),
@@ -271,7 +272,10 @@ impl Node {
             .await
             .unwrap_or(false);
             if probe {
-                return Ok(());
+                return self
+                    .ctd
+                    .set_labels(&rec.id, &[(record::READY, "true".into())])
+                    .await;
             }
             if Instant::now() >= deadline {
                 return Err(self.unhealthy(
@@ -360,7 +364,8 @@ impl Node {
             (Desired::Crashed, _) => "crashed",
             (Desired::Stopped, _) if running => "stopping",
             (_, None) => "down",
-            (_, Some(p)) if p.status == Status::Running as i32 => "running",
+            (_, Some(p)) if p.status == Status::Running as i32 && rec.ready => "running",
+            (_, Some(p)) if p.status == Status::Running as i32 => "starting",
             (_, Some(p)) if p.status == Status::Created as i32 => "starting",
             (_, Some(p)) if p.status == Status::Paused as i32 => "paused",
             _ => "stopped",

@@ -20,6 +20,8 @@ pub const DESIRED: &str = "paddock.stager/desired";
 pub const RESTARTS: &str = "paddock.stager/restarts";
 pub const OOM_KILLS: &str = "paddock.stager/oom-kills";
 pub const LAST_EXIT: &str = "paddock.stager/last-exit";
+/// `true` once the instance's port has answered (routers send it requests only then).
+pub const READY: &str = "paddock.stager/ready";
 
 /// What the stager wants of an instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +66,7 @@ pub struct Record {
     pub restarts: u32,
     pub oom_kills: u32,
     pub last_exit: String,
+    pub ready: bool,
 }
 
 impl Record {
@@ -83,6 +86,7 @@ impl Record {
             (RESTARTS, self.restarts.to_string()),
             (OOM_KILLS, self.oom_kills.to_string()),
             (LAST_EXIT, self.last_exit.clone()),
+            (READY, self.ready.to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -115,6 +119,7 @@ impl Record {
                 .and_then(|n| u32::try_from(n).ok())
                 .unwrap_or(0),
             last_exit: get(LAST_EXIT).unwrap_or_default(),
+            ready: get(READY).is_some_and(|v| v == "true"),
         })
     }
 }
@@ -169,6 +174,7 @@ mod tests {
             restarts: 3,
             oom_kills: 2,
             last_exit: "oom".into(),
+            ready: true,
         };
         assert_eq!(Record::from_labels(&r.id, &r.labels()), Some(r.clone()));
         assert_eq!(Record::from_labels("x", &HashMap::new()), None);

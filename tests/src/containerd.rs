@@ -53,6 +53,10 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(20);
 pub const STOCK_RUNC: &str = "/usr/sbin/runc";
 
 const SHIM_SOCKET_DIR: &str = "/run/containerd/s";
+/// containerd's runtime name of paddock's shim (`containerd-shim-paddock-v2`).
+pub const PADDOCK_RUNTIME: &str = "io.containerd.paddock.v2";
+/// Where paddock's shim keeps sandbox state by default: `<this>/<namespace>/<id>`.
+pub const PADDOCK_SHIM_STATE: &str = "/run/paddock/containerd";
 
 /// Number of live [`Containerd`] instances in this process.
 static LIVE: AtomicUsize = AtomicUsize::new(0);
@@ -85,6 +89,17 @@ fn err(msg: impl Into<String>) -> HarnessError {
 /// Whether the process runs as root (every test here needs it).
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
+}
+
+/// Whether the containerd tests can run: root (else says why it skips, false) with the
+/// `containerd` package installed.
+pub fn containerd_ready() -> Result<bool> {
+    if !is_root() {
+        eprintln!("skipped: containerd tests need root");
+        return Ok(false);
+    }
+    ensure_packages(&["containerd"])?;
+    Ok(true)
 }
 
 /// Installs missing Debian packages (`dpkg -s P || apt-get install -y P`), once per process
@@ -151,6 +166,19 @@ pub struct ContainerdConfig {
     /// unset unless you must: teardown removes the cgroup tree `/<namespace>` only for the
     /// namespace it generated (for others it removes `/<namespace>/<id>` of the containers it saw).
     pub namespace: Option<String>,
+}
+
+impl ContainerdConfig {
+    /// paddock's shim: [`Containerd::ctr_run`] passes `--runtime io.containerd.paddock.v2`, and
+    /// `bin_dir` (holding `containerd-shim-paddock-v2` and `paddock`, as `cargo build` leaves
+    /// them in `target/debug`) comes first on containerd's PATH, where containerd finds shims.
+    pub fn paddock_shim(bin_dir: &Path) -> Self {
+        ContainerdConfig {
+            runtime: Some(PADDOCK_RUNTIME.to_string()),
+            path_prepend: vec![bin_dir.to_path_buf()],
+            ..ContainerdConfig::default()
+        }
+    }
 }
 
 /// A private containerd, stopped and cleaned up on drop.
@@ -221,13 +249,24 @@ impl Containerd {
         let config_path = me.dir.join("config.toml");
         fs::write(&config_path, me.config_toml())
             .map_err(|e| err(format!("cannot write {}: {e}", config_path.display())))?;
-        let log_path = me.log_path();
-        let log = fs::File::create(&log_path)
-            .map_err(|e| err(format!("cannot create {}: {e}", log_path.display())))?;
+        me.launch(began)?;
+        me.start_time = began.elapsed();
+        Ok(me)
+    }
+
+    /// Spawns the daemon on the existing config and waits until `ctr version` answers.
+    fn launch(&mut self, began: Instant) -> Result<()> {
+        let config_path = self.dir.join("config.toml");
+        let log_path = self.log_path();
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| err(format!("cannot open {}: {e}", log_path.display())))?;
         let log2 = log
             .try_clone()
             .map_err(|e| err(format!("cannot dup log fd: {e}")))?;
-        let mut path: Vec<PathBuf> = me.config.path_prepend.clone();
+        let mut path: Vec<PathBuf> = self.config.path_prepend.clone();
         if let Some(old) = std::env::var_os("PATH") {
             path.extend(std::env::split_paths(&old));
         }
@@ -240,32 +279,32 @@ impl Containerd {
             .env_remove("NOTIFY_SOCKET")
             .env_remove("CONTAINERD_ADDRESS")
             .env_remove("CONTAINERD_NAMESPACE")
-            .current_dir(&me.dir)
+            .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
             .spawn()
             .map_err(|e| err(format!("cannot start {CONTAINERD}: {e}")))?;
-        me.child = Some(child);
+        self.child = Some(child);
         let deadline = began + START_TIMEOUT;
         loop {
-            if let Some(child) = me.child.as_mut() {
+            if let Some(child) = self.child.as_mut() {
                 match child.try_wait() {
                     Ok(Some(status)) => {
                         return Err(err(format!(
                             "containerd exited during start-up ({status}); its log:\n{}",
-                            me.log()
+                            self.log()
                         )))
                     }
                     Ok(None) => {}
                     Err(e) => return Err(err(format!("cannot wait for containerd: {e}"))),
                 }
             }
-            if me.address.exists() {
+            if self.address.exists() {
                 let out = run_with_timeout(
                     Command::new(CTR)
                         .arg("--address")
-                        .arg(&me.address)
+                        .arg(&self.address)
                         .arg("version"),
                     Duration::from_secs(5),
                 );
@@ -276,15 +315,23 @@ impl Containerd {
             if Instant::now() >= deadline {
                 return Err(err(format!(
                     "containerd did not answer on {} within {:?}; its log:\n{}",
-                    me.address.display(),
+                    self.address.display(),
                     START_TIMEOUT,
-                    me.log()
+                    self.log()
                 )));
             }
             thread::sleep(Duration::from_millis(10));
         }
-        me.start_time = began.elapsed();
-        Ok(me)
+        Ok(())
+    }
+
+    /// Stops containerd (SIGTERM, by pid) and starts it again on the same state, the way an
+    /// operator restarts the daemon: shims and their tasks keep running meanwhile.
+    pub fn restart(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            stop_child(&mut child, Duration::from_secs(10))?;
+        }
+        self.launch(Instant::now())
     }
 
     fn config_toml(&self) -> String {
@@ -549,6 +596,18 @@ disabled_plugins = [
                     "container {id}: bundle {} remains",
                     bundle.display()
                 ));
+            }
+            let paddock_state = Path::new(PADDOCK_SHIM_STATE).join(ns);
+            for dir in [
+                paddock_state.join(id),
+                paddock_state.join(".paddock").join(id),
+            ] {
+                if dir.exists() {
+                    found.push(format!(
+                        "container {id}: paddock state {} remains",
+                        dir.display()
+                    ));
+                }
             }
             let state = self.runc_root().join(ns).join(id);
             if state.exists() {
@@ -863,6 +922,14 @@ impl Footprint {
             if s.exists() {
                 found.push(format!("shim socket {} remains", s.display()));
             }
+        }
+        let paddock_state = Path::new(PADDOCK_SHIM_STATE).join(&self.namespace);
+        if safe_name(&self.namespace) && paddock_state.exists() {
+            found.push(format!(
+                "paddock state {} remains: {:?}",
+                paddock_state.display(),
+                read_dir_names(&paddock_state)
+            ));
         }
         found
     }

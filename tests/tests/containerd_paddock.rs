@@ -8,17 +8,12 @@
 use std::fs;
 
 use paddock_tests::containerd::{
-    ensure_packages, exercise_runc_shim, exercise_runc_shim_extras, is_root, logging_wrapper,
+    containerd_ready, exercise_runc_shim, exercise_runc_shim_extras, logging_wrapper,
 };
 use paddock_tests::paddock_bin;
 
 fn ready() -> bool {
-    if !is_root() {
-        eprintln!("skipped: containerd tests need root");
-        return false;
-    }
-    ensure_packages(&["containerd"]).unwrap();
-    true
+    containerd_ready().unwrap()
 }
 
 #[test]

@@ -62,7 +62,25 @@ fn net_snapshot() -> NetSnapshot {
     }
 }
 
+/// Stops the apps a test started if it ends early (a failed assertion), before its containerd
+/// goes: the instances' network (bridge, iptables rules, network namespaces) is the stager's to
+/// remove, not containerd's.
+struct Cleanup {
+    stop: Mutex<Vec<Command>>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let cmds = std::mem::take(&mut *self.stop.lock().unwrap_or_else(|p| p.into_inner()));
+        for mut cmd in cmds {
+            let _ = cmd.output();
+        }
+    }
+}
+
 struct Stager {
+    // dropped first: stops what is still running while containerd still answers
+    cleanup: Cleanup,
     ctd: Containerd,
     tmp: tempfile::TempDir,
     bridge: String,
@@ -87,9 +105,15 @@ impl Stager {
         let tmp = tempfile::tempdir().unwrap();
         fs::create_dir_all(tmp.path().join("state")).unwrap();
         let host_before = snapshot(&tmp.path().join("state"), "paddock");
-        let ctd = Containerd::start(ContainerdConfig::default()).unwrap();
+        let ctd = Containerd::start(ContainerdConfig::paddock_shim(
+            &workspace().join("target/debug"),
+        ))
+        .unwrap();
         let n = std::process::id() % 200 + 20;
         Some(Stager {
+            cleanup: Cleanup {
+                stop: Mutex::new(Vec::new()),
+            },
             ctd,
             bridge: format!("pdst{}", std::process::id() % 100_000),
             subnet: format!("10.89.{n}.0/24"),
@@ -145,6 +169,11 @@ impl Stager {
     }
 
     fn ok(&self, args: &[&str]) -> String {
+        if args.first() == Some(&"run") {
+            if let Some(i) = args.iter().position(|a| *a == "--name") {
+                self.started(args[i + 1]);
+            }
+        }
         let out = self.run(args);
         assert!(
             out.status.success(),
@@ -165,6 +194,15 @@ impl Stager {
     }
 
     /// `run DROPLET --name APP --instances N --memory M --disk D`, which must succeed.
+    /// Remembers to stop `app` should the test end early.
+    fn started(&self, app: &str) {
+        self.cleanup
+            .stop
+            .lock()
+            .unwrap()
+            .push(self.command(&["stop", app, "--grace", "0"]));
+    }
+
     fn run_app(&self, droplet: &str, app: &str, n: u32, memory: &str, disk: &str) -> String {
         let n = n.to_string();
         self.ok(&[
@@ -201,6 +239,7 @@ impl Stager {
     /// Stops the app and checks that nothing of it or of the stager is left on the host.
     fn finish(self, app: &str) {
         self.ok(&["stop", app, "--grace", "2"]);
+        self.cleanup.stop.lock().unwrap().clear();
         let left = self.ctd.ctr(&["containers", "ls", "-q"]);
         assert_eq!(
             String::from_utf8_lossy(&left.stdout).trim(),
@@ -629,6 +668,7 @@ fn bad_input_is_refused_cleanly() {
 impl Stager {
     /// [`Stager::finish`] for a test that left no app running.
     fn finish_clean(self) {
+        self.cleanup.stop.lock().unwrap().clear();
         paddock_tests::assert_no_leak(&self.host_before, &self.state(), "paddock");
         let Stager {
             ctd, net_before, ..

@@ -153,6 +153,8 @@ pub async fn watch(node: &Node, app: &str) -> Result<()> {
     eprintln!("watching app {app} in namespace {ns}");
     let mut pending: HashMap<String, Exit> = HashMap::new();
     let mut recent_oom: HashMap<String, Instant> = HashMap::new();
+    // restarted instances whose port has not answered yet: id -> host port
+    let mut unready: HashMap<String, u16> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut last_check = Instant::now();
     // instances that ended while no watcher ran
@@ -220,9 +222,20 @@ pub async fn watch(node: &Node, app: &str) -> Result<()> {
                     .collect();
                 for id in due {
                     if let Some(exit) = pending.remove(&id) {
-                        if let Err(e) = handle_exit(node, app, &id, &exit).await {
-                            eprintln!("{id}: {e}");
+                        match handle_exit(node, app, &id, &exit).await {
+                            Ok(Some(port)) => {
+                                unready.insert(id, port);
+                            }
+                            Ok(None) => {}
+                            Err(e) => eprintln!("{id}: {e}"),
                         }
+                    }
+                }
+                for (id, port) in unready.clone() {
+                    if answers(port).await {
+                        eprintln!("{id}: answers on host port {port} again");
+                        let _ = node.ctd.set_labels(&id, &[(record::READY, "true".into())]).await;
+                        unready.remove(&id);
                     }
                 }
                 if last_check.elapsed() > Duration::from_secs(2) {
@@ -237,22 +250,32 @@ pub async fn watch(node: &Node, app: &str) -> Result<()> {
     }
 }
 
+/// Whether something accepts connections on 127.0.0.1:`port`.
+async fn answers(port: u16) -> bool {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    tokio::task::spawn_blocking(move || {
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
+    })
+    .await
+    .unwrap_or(false)
+}
+
 async fn instance(node: &Node, app: &str, id: &str) -> Option<Record> {
     let c = node.ctd.container(id).await.ok().flatten()?;
     Record::from_labels(&c.id, &c.labels).filter(|r| r.app == app)
 }
 
-/// Restarts an instance that ended while it should run, or marks it crashed when its restart
-/// budget is spent.
-async fn handle_exit(node: &Node, app: &str, id: &str, exit: &Exit) -> Result<()> {
+/// Restarts an instance that ended while it should run (returns its host port, to be
+/// probed until it answers), or marks it crashed when its restart budget is spent.
+async fn handle_exit(node: &Node, app: &str, id: &str, exit: &Exit) -> Result<Option<u16>> {
     let Some(c) = node.ctd.container(id).await? else {
-        return Ok(());
+        return Ok(None);
     };
     let Some(rec) = Record::from_labels(&c.id, &c.labels).filter(|r| r.app == app) else {
-        return Ok(());
+        return Ok(None);
     };
     if rec.desired != Desired::Running {
-        return Ok(());
+        return Ok(None);
     }
     let why = describe_exit(exit.status, exit.oom);
     node.ctd.delete_task(id).await?;
@@ -261,8 +284,7 @@ async fn handle_exit(node: &Node, app: &str, id: &str, exit: &Exit) -> Result<()
             "{id}: {why}; restarted {} times already, marked crashed",
             rec.restarts
         );
-        return node
-            .ctd
+        node.ctd
             .set_labels(
                 id,
                 &[
@@ -270,7 +292,8 @@ async fn handle_exit(node: &Node, app: &str, id: &str, exit: &Exit) -> Result<()
                     (record::LAST_EXIT, why),
                 ],
             )
-            .await;
+            .await?;
+        return Ok(None);
     }
     node.ctd
         .set_labels(
@@ -278,6 +301,7 @@ async fn handle_exit(node: &Node, app: &str, id: &str, exit: &Exit) -> Result<()
             &[
                 (record::RESTARTS, (rec.restarts + 1).to_string()),
                 (record::LAST_EXIT, why.clone()),
+                (record::READY, "false".into()),
             ],
         )
         .await?;
@@ -299,5 +323,5 @@ async fn handle_exit(node: &Node, app: &str, id: &str, exit: &Exit) -> Result<()
             .await?;
         return Err(e);
     }
-    Ok(())
+    Ok(Some(rec.host_port))
 }

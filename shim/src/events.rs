@@ -1,0 +1,134 @@
+//! Task events to containerd, in the order they happened.
+//!
+//! Callers enqueue (never block on containerd); one thread forwards each event over
+//! containerd's ttrpc socket. If containerd is away (restarting), the thread reconnects and
+//! retries the same event, so nothing is reordered and a restart loses nothing.
+
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::time::{Duration, Instant};
+
+use containerd_shim::protos::events::task::{
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskOOM, TaskPaused,
+    TaskResumed, TaskStart,
+};
+use containerd_shim::protos::protobuf::well_known_types::any::Any;
+use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
+use containerd_shim::protos::protobuf::MessageDyn;
+use containerd_shim::protos::shim::event::Envelope;
+use containerd_shim::protos::shim::events::ForwardRequest;
+use containerd_shim::protos::topics;
+use containerd_shim::protos::ttrpc::context;
+use containerd_shim::protos::{Client, EventsClient};
+use containerd_shim::util::{connect, convert_to_any, timestamp};
+
+/// How long one event is retried while containerd cannot be reached.
+const GIVE_UP: Duration = Duration::from_secs(120);
+const CALL_TIMEOUT_NS: i64 = 5_000_000_000;
+
+struct Queued {
+    topic: &'static str,
+    event: Any,
+    at: Timestamp,
+}
+
+/// The sending side; cheap to clone.
+#[derive(Clone)]
+pub struct Publisher {
+    tx: Sender<Queued>,
+}
+
+impl Publisher {
+    /// Starts the forwarding thread for containerd at `address` (its ttrpc socket).
+    pub fn start(address: String, namespace: String) -> std::io::Result<Self> {
+        let (tx, rx) = channel();
+        std::thread::Builder::new()
+            .name("events".into())
+            .spawn(move || forward_all(&address, &namespace, &rx))?;
+        Ok(Self { tx })
+    }
+
+    fn send(&self, topic: &'static str, event: Box<dyn MessageDyn>) {
+        let event = match convert_to_any(event) {
+            Ok(a) => a,
+            Err(e) => {
+                log::error!("encode {topic} event: {e}");
+                return;
+            }
+        };
+        let at = timestamp().unwrap_or_default();
+        if self.tx.send(Queued { topic, event, at }).is_err() {
+            log::error!("event thread gone; {topic} event dropped");
+        }
+    }
+
+    pub fn create(&self, e: TaskCreate) {
+        self.send(topics::TASK_CREATE_EVENT_TOPIC, Box::new(e));
+    }
+    pub fn start_(&self, e: TaskStart) {
+        self.send(topics::TASK_START_EVENT_TOPIC, Box::new(e));
+    }
+    pub fn exec_added(&self, e: TaskExecAdded) {
+        self.send(topics::TASK_EXEC_ADDED_EVENT_TOPIC, Box::new(e));
+    }
+    pub fn exec_started(&self, e: TaskExecStarted) {
+        self.send(topics::TASK_EXEC_STARTED_EVENT_TOPIC, Box::new(e));
+    }
+    pub fn paused(&self, e: TaskPaused) {
+        self.send(topics::TASK_PAUSED_EVENT_TOPIC, Box::new(e));
+    }
+    pub fn resumed(&self, e: TaskResumed) {
+        self.send(topics::TASK_RESUMED_EVENT_TOPIC, Box::new(e));
+    }
+    pub fn oom(&self, e: TaskOOM) {
+        self.send(topics::TASK_OOM_EVENT_TOPIC, Box::new(e));
+    }
+    pub fn exit(&self, e: TaskExit) {
+        self.send(topics::TASK_EXIT_EVENT_TOPIC, Box::new(e));
+    }
+    pub fn delete(&self, e: TaskDelete) {
+        self.send(topics::TASK_DELETE_EVENT_TOPIC, Box::new(e));
+    }
+}
+
+fn dial(address: &str) -> Option<EventsClient> {
+    let fd = connect(address).ok()?;
+    Client::new(fd).ok().map(EventsClient::new)
+}
+
+fn forward_all(address: &str, namespace: &str, rx: &Receiver<Queued>) {
+    let mut client: Option<EventsClient> = None;
+    for q in rx.iter() {
+        let mut req = ForwardRequest::new();
+        let mut env = Envelope::new();
+        env.set_topic(q.topic.to_string());
+        env.set_namespace(namespace.to_string());
+        env.set_timestamp(q.at);
+        env.set_event(q.event);
+        req.set_envelope(env);
+        let began = Instant::now();
+        let mut pause = Duration::from_millis(20);
+        loop {
+            if client.is_none() {
+                client = dial(address);
+            }
+            if let Some(c) = &client {
+                match c.forward(context::with_timeout(CALL_TIMEOUT_NS), &req) {
+                    Ok(_) => break,
+                    Err(e) => {
+                        log::warn!("publish {}: {e}; reconnecting", q.topic);
+                        client = None;
+                    }
+                }
+            }
+            if began.elapsed() > GIVE_UP {
+                log::error!(
+                    "containerd unreachable at {address}; {} event dropped",
+                    q.topic
+                );
+                break;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
+    }
+}

@@ -1,0 +1,704 @@
+//! paddock's own containerd shim (`io.containerd.paddock.v2`, `containerd-shim-paddock-v2`)
+//! under a private containerd started by the test, with the locally built busybox image: the
+//! task lifecycle through `ctr`, events in order, OOM, recovery after a shim SIGKILL and a
+//! containerd restart, 50 containers in one shim, log URIs, terminals, annotations — and
+//! nothing left behind (no shim, socket, cgroup, mount, paddock state or process).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use paddock_tests::containerd::{
+    cgroup_mounts, containerd_ready, ensure_packages, stdin_roundtrip, task_status,
+    wait_task_stopped, Containerd, ContainerdConfig, PADDOCK_SHIM_STATE,
+};
+use paddock_tests::paddock_bin;
+
+fn ready() -> bool {
+    containerd_ready().unwrap()
+}
+
+/// The directory holding the built `paddock` and `containerd-shim-paddock-v2`.
+fn bin_dir() -> PathBuf {
+    let dir = paddock_bin().parent().unwrap().to_path_buf();
+    let shim = dir.join("containerd-shim-paddock-v2");
+    assert!(
+        shim.exists(),
+        "{} is missing: run `cargo build` first (scripts/test.sh does)",
+        shim.display()
+    );
+    dir
+}
+
+fn start() -> (Containerd, String) {
+    let ctd = Containerd::start(ContainerdConfig::paddock_shim(&bin_dir())).unwrap();
+    let image = ctd.import_busybox().unwrap();
+    (ctd, image)
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[track_caller]
+fn expect_ok(ctd: &Containerd, what: &str, out: std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: {}; stdout {:?}; stderr {:?}\ncontainerd log tail:\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr),
+        ctd.log_tail(30)
+    );
+    text(&out.stdout)
+}
+
+#[track_caller]
+fn ok(ctd: &Containerd, args: &[&str]) -> String {
+    expect_ok(ctd, &format!("ctr {args:?}"), ctd.ctr(args))
+}
+
+#[track_caller]
+fn run_ok(ctd: &Containerd, args: &[&str]) -> String {
+    expect_ok(ctd, &format!("ctr run {args:?}"), ctd.ctr_run(args))
+}
+
+fn remove(ctd: &Containerd, id: &str) {
+    ok(ctd, &["tasks", "kill", "-s", "SIGKILL", id]);
+    wait_task_stopped(ctd, id, Duration::from_secs(10)).unwrap();
+    ok(ctd, &["tasks", "delete", id]);
+    ok(ctd, &["containers", "rm", id]);
+}
+
+#[track_caller]
+fn assert_gone(ctd: &Containerd, ids: &[&str]) {
+    let left = ctd.wait_containers_gone(ids, Duration::from_secs(10));
+    assert!(left.is_empty(), "leftovers: {left:#?}");
+}
+
+#[track_caller]
+fn assert_clean(ctd: Containerd) {
+    let leaks = ctd.stop().leaks();
+    assert!(leaks.is_empty(), "leaks after teardown: {leaks:#?}");
+}
+
+fn paddock_state(ctd: &Containerd, id: &str) -> PathBuf {
+    Path::new(PADDOCK_SHIM_STATE).join(ctd.namespace()).join(id)
+}
+
+fn fds_of(pid: i32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn shim_runs_tasks_with_output_and_exit_codes() {
+    if !ready() {
+        return;
+    }
+    let (ctd, image) = start();
+    let ns = ctd.namespace().to_string();
+    // foreground: output and exit code
+    let out = ctd.ctr_run(&[
+        "--rm",
+        &image,
+        "hello",
+        "sh",
+        "-c",
+        "echo hello; echo oops >&2; exit 3",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "ctr run: {out:?}\n{}",
+        ctd.log_tail(30)
+    );
+    assert!(text(&out.stdout).contains("hello"), "{out:?}");
+    assert!(text(&out.stderr).contains("oops"), "{out:?}");
+    // stdin data and EOF (CloseIO)
+    stdin_roundtrip(&ctd, &image, "stdin").unwrap();
+    // --null-io: writes to stdout/stderr must succeed
+    run_ok(
+        &ctd,
+        &[
+            "--rm",
+            "--null-io",
+            &image,
+            "null-io",
+            "sh",
+            "-c",
+            "echo out || exit 7; echo err >&2 || exit 8",
+        ],
+    );
+
+    // detached: the init is in the cgroup containerd asked for, its state in paddock's root
+    let id = "sleeper";
+    run_ok(&ctd, &["-d", &image, id, "sleep", "1000"]);
+    let (pid, status) = task_status(&ctd, id).unwrap();
+    assert_eq!(status, "RUNNING");
+    let cgroup = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert!(
+        cgroup.lines().any(|l| l.ends_with(&format!("/{ns}/{id}"))),
+        "{cgroup}"
+    );
+    assert!(
+        paddock_state(&ctd, id).exists(),
+        "no paddock state for {id}"
+    );
+    let shims = ctd.shim_pids();
+    assert_eq!(
+        shims.len(),
+        1,
+        "one shim per ungrouped container: {shims:?}"
+    );
+    let shim = shims[0];
+    assert!(
+        fs::read_to_string(format!("/proc/{shim}/cmdline"))
+            .unwrap()
+            .contains("containerd-shim-paddock-v2"),
+        "the task is served by paddock's shim"
+    );
+    // the init re-parented to the shim (a child subreaper), as with runc
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let ppid: i32 = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(ppid, shim, "the init's parent is the shim");
+    let fds_before = fds_of(shim);
+
+    // exec: output and exit code, twice (no descriptor may leak per exec)
+    let fifo = ctd.fifo_dir();
+    let fifo = fifo.to_string_lossy();
+    for n in 0..2 {
+        let exec_id = format!("e{n}");
+        let out = ctd.ctr(&[
+            "tasks",
+            "exec",
+            "--fifo-dir",
+            &fifo,
+            "--exec-id",
+            &exec_id,
+            id,
+            "sh",
+            "-c",
+            "echo exec-ok; exit 4",
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(4),
+            "exec: {out:?}\n{}",
+            ctd.log_tail(30)
+        );
+        assert!(text(&out.stdout).contains("exec-ok"), "{out:?}");
+    }
+    // the shim holds no descriptor of a deleted exec (FIFO ends, pid files, sockets)
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while fds_of(shim) > fds_before && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        fds_of(shim) <= fds_before,
+        "shim descriptors grew with the execs: {fds_before} before, {} after",
+        fds_of(shim)
+    );
+    let ps = ok(&ctd, &["tasks", "ps", id]);
+    assert!(
+        ps.contains(&pid.to_string()),
+        "ctr task ps lists the init: {ps}"
+    );
+    // pause / resume
+    ok(&ctd, &["tasks", "pause", id]);
+    assert_eq!(
+        task_status(&ctd, id).map(|s| s.1).as_deref(),
+        Some("PAUSED")
+    );
+    let freezer = cgroup_mounts()
+        .into_iter()
+        .map(|m| m.join(&ns).join(id).join("freezer.state"))
+        .find(|p| p.exists());
+    if let Some(f) = &freezer {
+        assert_eq!(fs::read_to_string(f).unwrap().trim(), "FROZEN");
+    }
+    ok(&ctd, &["tasks", "resume", id]);
+    assert_eq!(
+        task_status(&ctd, id).map(|s| s.1).as_deref(),
+        Some("RUNNING")
+    );
+    // metrics: containerd decodes them (table and json), with real values
+    let table = ok(&ctd, &["tasks", "metrics", id]);
+    assert!(
+        table.contains("memory.usage_in_bytes") || table.contains("memory.usage"),
+        "{table}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&ctd, &["tasks", "metrics", "--format", "json", id])).unwrap();
+    // ctr prints the decoded Metrics (v1 or v2) as they are
+    let data = if json.get("Data").is_some() {
+        &json["Data"]
+    } else {
+        &json
+    };
+    let pids = data["pids"]["current"]
+        .as_u64()
+        .or_else(|| data["Pids"]["Current"].as_u64())
+        .unwrap_or(0);
+    assert!(pids >= 1, "pids.current in the metrics: {json}");
+    let mem = data["memory"]["usage"]["usage"]
+        .as_u64()
+        .or_else(|| data["memory"]["usage"].as_u64())
+        .unwrap_or(0);
+    assert!(mem > 0, "memory usage in the metrics: {json}");
+    // kill, delete
+    remove(&ctd, id);
+    assert_gone(&ctd, &["hello", "stdin", "null-io", id]);
+    assert!(!paddock_state(&ctd, id).exists());
+    assert_clean(ctd);
+}
+
+/// `ctr events` on its own thread: (topic, event JSON) lines.
+struct Events {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Events {
+    fn watch(ctd: &Containerd) -> Self {
+        let mut cmd = ctd.ctr_command(&["events"]);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = cmd.spawn().unwrap();
+        let out = child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&lines);
+        thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(l);
+            }
+        });
+        // ctr events subscribes asynchronously: give it a moment
+        thread::sleep(Duration::from_millis(300));
+        Events { child, lines }
+    }
+
+    /// Task topics of container `id`, in order.
+    fn topics(&self, id: &str) -> Vec<String> {
+        let needle = format!("\"container_id\":\"{id}\"");
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(&needle) || l.contains(&format!("\"id\":\"{id}\"")))
+            // `<date> <time> <zone> <zone name> <namespace> <topic> <event>`
+            .filter_map(|l| l.split_whitespace().nth(5).map(str::to_string))
+            .filter(|t| t.starts_with("/tasks/"))
+            .collect()
+    }
+
+    fn wait_for(&self, id: &str, topic: &str, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let t = self.topics(id);
+            if t.iter().any(|x| x == topic) || Instant::now() >= deadline {
+                return t;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn shim_publishes_task_events_in_order() {
+    if !ready() {
+        return;
+    }
+    let (ctd, image) = start();
+    let events = Events::watch(&ctd);
+    let id = "evented";
+    run_ok(&ctd, &["-d", &image, id, "sleep", "1000"]);
+    let fifo = ctd.fifo_dir();
+    let out = ctd.ctr(&[
+        "tasks",
+        "exec",
+        "--fifo-dir",
+        &fifo.to_string_lossy(),
+        "--exec-id",
+        "x1",
+        id,
+        "true",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    ok(&ctd, &["tasks", "pause", id]);
+    ok(&ctd, &["tasks", "resume", id]);
+    remove(&ctd, id);
+    let got = events.wait_for(id, "/tasks/delete", Duration::from_secs(10));
+    let want = [
+        "/tasks/create",
+        "/tasks/start",
+        "/tasks/exec-added",
+        "/tasks/exec-started",
+        "/tasks/exit", // of the exec
+        "/tasks/paused",
+        "/tasks/resumed",
+        "/tasks/exit", // of the init
+        "/tasks/delete",
+    ];
+    assert_eq!(
+        got,
+        want,
+        "events of {id} out of order: {:#?}",
+        events.lines.lock().unwrap()
+    );
+    drop(events);
+    assert_gone(&ctd, &[id]);
+    assert_clean(ctd);
+}
+
+#[test]
+fn shim_publishes_oom_before_exit() {
+    if !ready() {
+        return;
+    }
+    let (ctd, image) = start();
+    let events = Events::watch(&ctd);
+    let id = "hog";
+    // doubles a shell string until the 32 MiB limit kills it
+    let out = ctd.ctr_run(&[
+        "--rm",
+        "--memory-limit",
+        "33554432",
+        &image,
+        id,
+        "sh",
+        "-c",
+        "x=aaaaaaaa; while true; do x=$x$x; done",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(137),
+        "OOM-killed task: {out:?}\n{}",
+        ctd.log_tail(30)
+    );
+    let got = events.wait_for(id, "/tasks/delete", Duration::from_secs(10));
+    let oom = got.iter().position(|t| t == "/tasks/oom");
+    let exit = got.iter().position(|t| t == "/tasks/exit");
+    assert!(
+        matches!((oom, exit), (Some(o), Some(e)) if o < e),
+        "want /tasks/oom before /tasks/exit: {got:?}"
+    );
+    drop(events);
+    assert_gone(&ctd, &[id]);
+    assert_clean(ctd);
+}
+
+#[test]
+fn shim_sigkill_then_containerd_cleans_up() {
+    if !ready() {
+        return;
+    }
+    let (ctd, image) = start();
+    let ns = ctd.namespace().to_string();
+    let id = "orphaned";
+    run_ok(&ctd, &["-d", &image, id, "sleep", "1000"]);
+    let (pid, _) = task_status(&ctd, id).unwrap();
+    let shims = ctd.shim_pids();
+    assert_eq!(shims.len(), 1);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shims[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // containerd notices, runs `containerd-shim-paddock-v2 delete`: the sandbox goes
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let state = paddock_state(&ctd, id);
+    let cgroups: Vec<PathBuf> = cgroup_mounts()
+        .into_iter()
+        .map(|m| m.join(&ns).join(id))
+        .collect();
+    while Instant::now() < deadline
+        && (state.exists()
+            || Path::new(&format!("/proc/{pid}")).exists()
+            || cgroups.iter().any(|c| c.exists()))
+    {
+        thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !state.exists(),
+        "paddock state {} survived the shim's death",
+        state.display()
+    );
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists()
+            || fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z"),
+        "the init {pid} survived"
+    );
+    for c in &cgroups {
+        assert!(!c.exists(), "cgroup {} survived", c.display());
+    }
+    // containerd still knows the container; the task is gone or stopped
+    let _ = ctd.ctr(&["tasks", "delete", id]);
+    ok(&ctd, &["containers", "rm", id]);
+    assert_gone(&ctd, &[id]);
+    assert_clean(ctd);
+}
+
+#[test]
+fn shim_tasks_survive_a_containerd_restart() {
+    if !ready() {
+        return;
+    }
+    let (mut ctd, image) = start();
+    let id = "steady";
+    run_ok(&ctd, &["-d", &image, id, "sleep", "1000"]);
+    let (pid, _) = task_status(&ctd, id).unwrap();
+    let shim = ctd.shim_pids();
+    ctd.restart().unwrap();
+    assert_eq!(ctd.shim_pids(), shim, "the shim kept running");
+    assert_eq!(
+        task_status(&ctd, id),
+        Some((pid, "RUNNING".to_string())),
+        "the task kept running"
+    );
+    // managed again: exec, pause/resume, metrics, kill, delete — and events still flow
+    let events = Events::watch(&ctd);
+    let fifo = ctd.fifo_dir();
+    let out = ctd.ctr(&[
+        "tasks",
+        "exec",
+        "--fifo-dir",
+        &fifo.to_string_lossy(),
+        "--exec-id",
+        "after",
+        id,
+        "sh",
+        "-c",
+        "echo again; exit 2",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}\n{}", ctd.log_tail(30));
+    assert!(text(&out.stdout).contains("again"));
+    ok(&ctd, &["tasks", "pause", id]);
+    ok(&ctd, &["tasks", "resume", id]);
+    ok(&ctd, &["tasks", "metrics", id]);
+    remove(&ctd, id);
+    let got = events.wait_for(id, "/tasks/delete", Duration::from_secs(10));
+    assert!(
+        got.contains(&"/tasks/exit".to_string()) && got.contains(&"/tasks/delete".to_string()),
+        "{got:?}"
+    );
+    drop(events);
+    assert_gone(&ctd, &[id]);
+    assert_clean(ctd);
+}
+
+#[test]
+fn shim_serves_50_containers_of_one_pod() {
+    if !ready() {
+        return;
+    }
+    let (ctd, image) = start();
+    let ids: Vec<String> = (0..50).map(|i| format!("pod-c{i}")).collect();
+    for id in &ids {
+        run_ok(
+            &ctd,
+            &[
+                "-d",
+                "--annotation",
+                "io.kubernetes.cri.sandbox-id=pod-1",
+                &image,
+                id,
+                "sleep",
+                "1000",
+            ],
+        );
+    }
+    let shims = ctd.shim_pids();
+    assert_eq!(shims.len(), 1, "one shim for the pod: {shims:?}");
+    for id in &ids {
+        assert_eq!(
+            task_status(&ctd, id).map(|s| s.1).as_deref(),
+            Some("RUNNING"),
+            "{id}"
+        );
+    }
+    let rss_kb: u64 = fs::read_to_string(format!("/proc/{}/status", shims[0]))
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VmRSS:")
+                .map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0))
+        })
+        .unwrap_or(0);
+    eprintln!("one shim holding 50 containers: VmRSS {rss_kb} kB");
+    for id in &ids {
+        remove(&ctd, id);
+    }
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    assert_gone(&ctd, &refs);
+    assert_clean(ctd);
+}
+
+#[test]
+fn shim_passes_annotations_and_refuses_bad_ones() {
+    if !ready() {
+        return;
+    }
+    let (ctd, image) = start();
+    let ns = ctd.namespace().to_string();
+    let id = "limited";
+    run_ok(
+        &ctd,
+        &[
+            "-d",
+            "--annotation",
+            "io.paddock.pids=17",
+            &image,
+            id,
+            "sleep",
+            "1000",
+        ],
+    );
+    let pids_max = cgroup_mounts()
+        .into_iter()
+        .map(|m| m.join(&ns).join(id).join("pids.max"))
+        .find(|p| p.exists())
+        .map(|p| fs::read_to_string(p).unwrap());
+    assert_eq!(
+        pids_max.as_deref().map(str::trim),
+        Some("17"),
+        "io.paddock.pids reached the sandbox"
+    );
+    remove(&ctd, id);
+    let out = ctd.ctr_run(&[
+        "--rm",
+        "--annotation",
+        "io.paddock.pids=lots",
+        &image,
+        "refused",
+        "true",
+    ]);
+    assert!(
+        !out.status.success(),
+        "a bad annotation must fail the create"
+    );
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("io.paddock.pids"),
+        "the error names the annotation: {err}"
+    );
+    let _ = ctd.ctr(&["containers", "rm", "refused"]);
+    assert_gone(&ctd, &[id, "refused"]);
+    assert_clean(ctd);
+}
+
+#[test]
+fn shim_log_uris_and_terminal() {
+    if !ready() {
+        return;
+    }
+    ensure_packages(&["bsdutils"]).unwrap();
+    let (ctd, image) = start();
+    let dir = tempfile::tempdir().unwrap();
+    // file://
+    let log = dir.path().join("app.log");
+    let uri = format!("file://{}", log.display());
+    let out = ctd.ctr_run(&[
+        "--rm",
+        "--log-uri",
+        &uri,
+        &image,
+        "to-file",
+        "sh",
+        "-c",
+        "echo to-file; echo err-file >&2",
+    ]);
+    assert!(out.status.success(), "{out:?}\n{}", ctd.log_tail(30));
+    let got = fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        got.contains("to-file") && got.contains("err-file"),
+        "file log: {got:?}"
+    );
+    // binary://: stdout on fd 3, stderr on fd 4, ready when fd 5 closes
+    let logger = dir.path().join("logger.sh");
+    let sink = dir.path().join("binary.log");
+    fs::write(
+        &logger,
+        format!(
+            "#!/bin/sh\nexec 5>&-\n{{ echo \"id=$CONTAINER_ID ns=$CONTAINER_NAMESPACE\"; cat <&3; cat <&4; }} > {}\n",
+            sink.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&logger, fs::Permissions::from_mode(0o755)).unwrap();
+    let uri = format!("binary://{}", logger.display());
+    let out = ctd.ctr_run(&[
+        "--rm",
+        "--log-uri",
+        &uri,
+        &image,
+        "to-binary",
+        "sh",
+        "-c",
+        "echo via-binary",
+    ]);
+    assert!(out.status.success(), "{out:?}\n{}", ctd.log_tail(30));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut got = String::new();
+    while Instant::now() < deadline {
+        got = fs::read_to_string(&sink).unwrap_or_default();
+        if got.contains("via-binary") {
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(got.contains("via-binary"), "binary log: {got:?}");
+    assert!(
+        got.contains(&format!("id=to-binary ns={}", ctd.namespace())),
+        "{got:?}"
+    );
+    // a terminal: ctr wants a console of its own, `script` gives it one
+    let ctr = ctd.ctr_run_command(&["--rm", "-t", &image, "tty", "sh", "-c", "tty; exit 5"]);
+    let quote = |s: &std::ffi::OsStr| format!("'{}'", s.to_string_lossy().replace('\'', "'\\''"));
+    let line: Vec<String> = std::iter::once(ctr.get_program())
+        .chain(ctr.get_args())
+        .map(quote)
+        .collect();
+    let script = std::process::Command::new("script")
+        .args(["-qec", &line.join(" "), "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        script.status.code(),
+        Some(5),
+        "ctr run -t: {script:?}\n{}",
+        ctd.log_tail(30)
+    );
+    assert!(
+        text(&script.stdout).contains("/dev/pts/"),
+        "the task ran on a terminal: {script:?}"
+    );
+    assert_gone(&ctd, &["to-file", "to-binary", "tty"]);
+    assert_clean(ctd);
+}
