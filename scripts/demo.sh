@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# paddock's main job, end to end: build paddock, prepare a sample app (examples/hello) as an
-# OCI bundle, launch two instances of it in sandboxes, show what each sees and the limits it
-# lives under, then stop everything and show that nothing is left.
+# paddock's main job, end to end: stage the sample app (examples/hello) into a droplet, run two
+# instances of it through containerd with paddock, each in its own sandbox and network
+# namespace with a host port; ask both over HTTP, show their usage, then stop everything and
+# show that nothing is left.
+#
+# Uses the system containerd when one answers on /run/containerd/containerd.sock (or
+# $CONTAINERD_ADDRESS); otherwise starts a private one (scripts/containerd.sh) for the demo and
+# stops it at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
@@ -9,66 +14,51 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-step "building paddock"
-cargo build -q --locked -p paddock-runtime --bin paddock
-paddock=$PWD/target/debug/paddock
-work=$(mktemp -d /tmp/paddock-demo.XXXXXX)
-root=$work/state
-ids=()
+step "building paddock and paddock-stager"
+cargo build -q --locked -p paddock-runtime -p paddock-stager
+bin=$PWD/target/debug
+export PATH="$bin:$PATH"
+
+address=${CONTAINERD_ADDRESS:-/run/containerd/containerd.sock}
+private=""
 cleanup() {
-  for id in "${ids[@]}"; do "$paddock" --root "$root" delete --force "$id" 2>/dev/null || true; done
-  rm -rf "$work"
+  "$bin/paddock-stager" --address "$address" stop hello >/dev/null 2>&1 || true
+  [ -n "$private" ] && scripts/containerd.sh stop "$private"
+  return 0
 }
 trap cleanup EXIT
+if ctr --address "$address" version >/dev/null 2>&1; then
+  step "using the containerd at $address"
+else
+  private=/run/paddock-demo-containerd
+  step "no containerd answers at $address: starting a private one in $private"
+  address=$(scripts/containerd.sh start "$private")
+fi
+# Instances run through containerd's runc shim, which execs paddock (BinaryName).
+stager=("$bin/paddock-stager" --address "$address" --runtime io.containerd.runc.v2 --runtime-binary "$bin/paddock")
 
-step "preparing the app bundle (busybox rootfs + examples/hello/app.sh, 64 MiB, 32 pids, 64 MiB disk)"
-bundle=$work/hello
-scripts/mkbundle.sh "$bundle" --memory 67108864 --pids 32 -- /app/app.sh
-mkdir -p "$bundle/rootfs/app"
-cp examples/hello/app.sh "$bundle/rootfs/app/"
-jq '.annotations = {"io.paddock.app": "hello", "io.paddock.disk": "64M"}
-    | .mounts += [{"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
-                   "options": ["nosuid", "noexec", "nodev", "ro"]}]' \
-   "$bundle/config.json" > "$work/config.json" && mv "$work/config.json" "$bundle/config.json"
+step "paddock-stager stage examples/hello"
+droplet=$("${stager[@]}" stage examples/hello | tee /dev/stderr | tail -1)
 
-for i in 0 1; do
-  id=hello-$i
-  step "launching $id: paddock run --detach"
-  "$paddock" --root "$root" run --detach --bundle "$bundle" "$id" \
-    </dev/null >"$work/$id.log" 2>&1
-  ids+=("$id")
-done
-sleep 0.5
-for id in "${ids[@]}"; do
-  step "$id says"
-  cat "$work/$id.log"
+step "paddock-stager run $droplet --name hello --instances 2 --memory 64M --disk 64M"
+"${stager[@]}" run "$droplet" --name hello --instances 2 --memory 64M --disk 64M
+
+for port in $("${stager[@]}" ps hello --format json | jq -r '.[].host_port'); do
+  step "curl http://127.0.0.1:$port/"
+  curl -sS "http://127.0.0.1:$port/"
 done
 
-step "paddock list"
-"$paddock" --root "$root" list
-step "paddock ps hello-0"
-"$paddock" --root "$root" ps hello-0
-step "an HTTP request inside hello-1 (paddock exec … wget 127.0.0.1:8080)"
-"$paddock" --root "$root" exec hello-1 wget -qO- http://127.0.0.1:8080/
-step "a fork bomb in hello-0 stays inside its pids limit"
-"$paddock" --root "$root" exec --detach hello-0 sh -c 'b() { b | b & }; b' </dev/null >/dev/null 2>&1
-step "hello-1 tries to fill the disk: its 64 MiB volume at /home/vcap says no"
-"$paddock" --root "$root" exec hello-1 sh -c 'dd if=/dev/zero of=/home/vcap/fill bs=1M count=100 2>&1 | grep -v records' || true
-sleep 1
-for id in "${ids[@]}"; do
-  "$paddock" --root "$root" events --stats "$id" | jq -r --arg id "$id" \
-    '"\($id): memory \(.data.memory.usage.usage / 1048576 | floor) MiB of \(.data.memory.usage.limit / 1048576) MiB, pids \(.data.pids.current) of \(.data.pids.limit), disk \(.data.disk.usage / 1048576 | floor) MiB of \(.data.disk.limit / 1048576) MiB"'
-done
-step "the host is fine: paddock kill --all hello-0 KILL, then delete both"
-time "$paddock" --root "$root" kill --all hello-0 KILL
-for id in "${ids[@]}"; do "$paddock" --root "$root" delete --force "$id"; done
-ids=()
-step "what is left of the app's cgroups, processes and state"
-left=$( (find /sys/fs/cgroup/*/paddock/hello -maxdepth 0 2>/dev/null || true) | wc -l)
-echo "cgroup dirs of app hello: $left; sandboxes: $("$paddock" --root "$root" list -q | wc -l)"
-step "a one-shot run in the foreground keeps the exit code"
-one=$work/once
-scripts/mkbundle.sh "$one" -- sh -c 'echo "one-shot in $(hostname)"; exit 3'
-set +e
-"$paddock" --root "$root" run --bundle "$one" once </dev/null
-echo "exit code: $?"
+step "paddock-stager ps hello"
+"${stager[@]}" ps hello
+
+step "paddock-stager logs hello --index 0"
+"${stager[@]}" logs hello --index 0
+
+step "paddock-stager stop hello"
+"${stager[@]}" stop hello
+
+step "what is left of the app: containers, cgroups, network namespaces, the bridge"
+echo "containers: $(ctr --address "$address" -n paddock containers ls -q | wc -l)," \
+  "cgroup dirs: $( (find /sys/fs/cgroup/*/paddock/hello -maxdepth 0 2>/dev/null || true) | wc -l)," \
+  "netns: $(ls /run/paddock-stager/netns 2>/dev/null | wc -l)," \
+  "bridge paddock0: $(ip link show paddock0 >/dev/null 2>&1 && echo present || echo gone)"
