@@ -4,6 +4,7 @@
 set -euo pipefail
 pkgs=(containerd runc crun busybox-static hyperfine jq acl e2fsprogs python3 procps
       containernetworking-plugins iproute2 curl)
+pkgs+=(gcc libc6-dev)   # the escape suite builds its static attack helper
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

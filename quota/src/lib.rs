@@ -41,6 +41,7 @@ mod quotactl;
 mod size;
 mod statfs;
 mod store;
+mod tree;
 pub mod volume_id;
 
 use std::fmt;
@@ -55,6 +56,7 @@ pub use loop_image::LoopImage;
 pub use probe::{probe, Probe, QuotaFs};
 pub use project::ProjectQuota;
 pub use size::{check_fits, format_size, parse_inodes, parse_size};
+pub use tree::{TreeLimit, TreeQuota};
 
 /// The two ways of limiting a volume.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -13,6 +13,12 @@
 //! [acl]
 //! admin_gid = 2000         # platform admin group granted rwx on every sandbox directory
 //! deny = ["/usr/bin/su", "/usr/bin/gcc"]
+//!
+//! [cpu]
+//! state_dir = "/run/paddock/cpu"   # the node's CPU registry
+//! reserved = "0"           # CPUs left to the system: neither exclusive nor shared
+//! max_exclusive = "2/3"    # share of all CPUs that exclusive instances may hold together
+//! placement = "same-core"  # or "spread": how exclusive CPUs are chosen
 //! ```
 //!
 //! To add a section (quota, cpu, …): a struct with `#[serde(default, deny_unknown_fields)]` and a
@@ -94,6 +100,47 @@ pub struct NodeConfig {
     pub identity: IdentityConfig,
     pub acl: AclConfig,
     pub quota: QuotaConfig,
+    pub cpu: CpuConfig,
+}
+
+/// `[cpu]`: the node's CPU policy (see `cpu_pool`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CpuConfig {
+    /// Where the registry of live sandboxes' CPU modes and exclusive CPUs lives (a tmpfs).
+    pub state_dir: PathBuf,
+    /// CPUs left to the system, as a kernel CPU list (`0`, `0-1`); empty: none.
+    pub reserved: String,
+    /// The share of all CPUs that exclusive instances may hold together (`2/3`, `0.5`).
+    pub max_exclusive: String,
+    /// How exclusive CPUs are chosen.
+    pub placement: crate::cpu_pool::Placement,
+}
+
+/// Default directory of the CPU registry.
+pub const DEFAULT_CPU_STATE_DIR: &str = "/run/paddock/cpu";
+
+impl Default for CpuConfig {
+    fn default() -> Self {
+        Self {
+            state_dir: PathBuf::from(DEFAULT_CPU_STATE_DIR),
+            reserved: String::new(),
+            max_exclusive: "2/3".into(),
+            placement: crate::cpu_pool::Placement::SameCore,
+        }
+    }
+}
+
+impl CpuConfig {
+    /// The reserved CPUs, parsed (checked by [`NodeConfig::validate`]).
+    pub fn reserved_cpus(&self) -> Result<crate::cpu_pool::CpuSet, String> {
+        crate::cpu_pool::CpuSet::parse(&self.reserved)
+    }
+
+    /// The maximum exclusive share, parsed (checked by [`NodeConfig::validate`]).
+    pub fn max_exclusive_share(&self) -> Result<crate::cpu_pool::Ratio, String> {
+        crate::cpu_pool::Ratio::parse(&self.max_exclusive)
+    }
 }
 
 /// `[quota]`: where per-instance disk volumes live and which backend limits them.
@@ -310,6 +357,18 @@ impl NodeConfig {
                 ),
             ));
         }
+        if !self.cpu.state_dir.is_absolute() {
+            return Err(invalid(
+                "cpu.state_dir",
+                format!("{} is not an absolute path", self.cpu.state_dir.display()),
+            ));
+        }
+        self.cpu
+            .reserved_cpus()
+            .map_err(|e| invalid("cpu.reserved", e))?;
+        self.cpu
+            .max_exclusive_share()
+            .map_err(|e| invalid("cpu.max_exclusive", e))?;
         Ok(())
     }
 }
@@ -412,6 +471,7 @@ mod tests {
                     backend: Some("loop".into()),
                     mount_path: "/app".into(),
                 },
+                cpu: CpuConfig::default(),
             }
         );
         for bad in [
@@ -420,6 +480,24 @@ mod tests {
             "[quota]\nmount_path = \"home\"\n",
         ] {
             assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cpu_section() {
+        let c = parse("[cpu]\nstate_dir = \"/tmp/cpu\"\nreserved = \"0-1\"\nmax_exclusive = \"0.5\"\nplacement = \"spread\"\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.cpu.reserved_cpus().map(|s| s.len()), Ok(2));
+        assert_eq!(c.cpu.placement, crate::cpu_pool::Placement::Spread);
+        assert_eq!(NodeConfig::default().cpu.max_exclusive, "2/3");
+        for (bad, key) in [
+            ("[cpu]\nreserved = \"x\"\n", "cpu.reserved"),
+            ("[cpu]\nmax_exclusive = \"3/2\"\n", "cpu.max_exclusive"),
+            ("[cpu]\nstate_dir = \"rel\"\n", "cpu.state_dir"),
+            ("[cpu]\nplacement = \"packed\"\n", "cpu.placement"),
+        ] {
+            let e = error(bad);
+            assert!(e.contains(key), "{e}");
         }
     }
 
@@ -454,7 +532,7 @@ mod tests {
         assert_eq!(
             error("[identiti]\n"),
             "node config /etc/paddock/config.toml, line 1, key identiti: \
-             unknown field `identiti`, expected one of `identity`, `acl`, `quota`"
+             unknown field `identiti`, expected one of `identity`, `acl`, `quota`, `cpu`"
         );
     }
 

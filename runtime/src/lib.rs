@@ -23,6 +23,8 @@ pub mod acl;
 pub mod bundle;
 pub mod cgroups;
 pub mod config;
+pub mod cpu;
+pub mod cpu_pool;
 pub mod disk;
 pub mod error;
 pub mod executor;

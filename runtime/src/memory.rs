@@ -50,6 +50,39 @@ pub fn set_limit(layout: &Layout, rel: &str, limit: u64) -> Result<()> {
     Ok(())
 }
 
+/// What `memory.swap.max` must be for a spec's memory section, when paddock has to write it:
+/// `swap` = `limit` (no swap, paddock's default) is 0 on cgroup v2, a value libcgroups never
+/// writes (it skips zeros), which would leave swap unlimited.
+pub fn v2_swap_max(memory: &oci_spec::runtime::LinuxMemory) -> Option<&'static str> {
+    match (memory.limit(), memory.swap()) {
+        (Some(limit), Some(swap)) if limit > 0 && swap == limit => Some("0"),
+        _ => None,
+    }
+}
+
+/// Writes the no-swap `memory.swap.max` of [`v2_swap_max`] on the v2 cgroup `rel`, after the
+/// engine applied the rest of `memory`.
+pub fn enforce_no_swap(
+    layout: &Layout,
+    rel: &str,
+    memory: &oci_spec::runtime::LinuxMemory,
+) -> Result<()> {
+    let (Some(value), Some(h)) = (v2_swap_max(memory), layout.v2()) else {
+        return Ok(());
+    };
+    if !layout.is_unified() {
+        return Ok(());
+    }
+    let swap = h
+        .mount_point
+        .join(rel.trim_start_matches('/'))
+        .join("memory.swap.max");
+    if swap.exists() {
+        write(swap, value)?;
+    }
+    Ok(())
+}
+
 /// Current memory usage of the cgroup at `rel`, in bytes.
 pub fn usage(layout: &Layout, rel: &str) -> Option<u64> {
     let rel = rel.trim_start_matches('/');
@@ -89,6 +122,55 @@ mod tests {
         assert_eq!(read("memory.max"), (256u64 << 20).to_string());
         assert_eq!(read("memory.swap.max"), "0");
         assert_eq!(usage(&l, "/paddock/shop"), Some(4096));
+    }
+
+    #[test]
+    fn v2_no_swap_is_written_where_libcgroups_skips_it() {
+        let mem = |limit: Option<i64>, swap: Option<i64>| {
+            let mut m = oci_spec::runtime::LinuxMemory::default();
+            m.set_limit(limit);
+            m.set_swap(swap);
+            m
+        };
+        assert_eq!(v2_swap_max(&mem(Some(64 << 20), Some(64 << 20))), Some("0"));
+        assert_eq!(v2_swap_max(&mem(Some(64 << 20), Some(128 << 20))), None);
+        assert_eq!(v2_swap_max(&mem(Some(-1), Some(-1))), None);
+        assert_eq!(v2_swap_max(&mem(None, None)), None);
+
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let inst = tmp.path().join("paddock/shop/web-0");
+        std::fs::create_dir_all(&inst).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(inst.join("memory.swap.max"), "max").unwrap_or_else(|e| panic!("{e}"));
+        let read = || std::fs::read_to_string(inst.join("memory.swap.max")).unwrap_or_default();
+        let v1 = layout(format!(
+            "34 30 0:30 / {} rw - cgroup cgroup rw,memory\n",
+            tmp.path().display()
+        ));
+        enforce_no_swap(
+            &v1,
+            "/paddock/shop/web-0",
+            &mem(Some(1 << 20), Some(1 << 20)),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(read(), "max", "v1 has no memory.swap.max to write");
+        let v2 = layout(format!(
+            "25 20 0:22 / {} rw - cgroup2 cgroup2 rw\n",
+            tmp.path().display()
+        ));
+        enforce_no_swap(
+            &v2,
+            "/paddock/shop/web-0",
+            &mem(Some(1 << 20), Some(2 << 20)),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(read(), "max", "swap asked for stays");
+        enforce_no_swap(
+            &v2,
+            "/paddock/shop/web-0",
+            &mem(Some(1 << 20), Some(1 << 20)),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(read(), "0");
     }
 
     #[test]

@@ -10,7 +10,10 @@
 //!
 //! cgroup v2: inotify on `memory.events` (`oom_kill`, hierarchical) of the instance, and
 //! `memory.events.local` of both levels, whose `oom` counter moves in the cgroup whose limit
-//! was hit.
+//! was hit. With `memory.oom.group` the kernel counts the victim twice in `oom_kill` (once as
+//! the victim, once as a member of the group it then kills) and `oom_group_kill` once: the
+//! processes killed are `oom_kill - oom_group_kill` (seen in the VM group: one process, an
+//! `oom_kill` of 2).
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -60,11 +63,19 @@ pub fn parse_counter(text: &str, key: &str) -> Option<u64> {
     })
 }
 
+/// Processes OOM-killed according to a v2 `memory.events`: `oom_kill` less the double count
+/// of each group kill's victim.
+pub fn v2_kills(events: &str) -> Option<u64> {
+    let kills = parse_counter(events, "oom_kill")?;
+    let groups = parse_counter(events, "oom_group_kill").unwrap_or(0);
+    Some(kills.saturating_sub(groups))
+}
+
 /// The number of OOM kills in the instance's cgroup so far (v1 or v2), if it exists.
 pub fn kill_count(cg: &SandboxCgroup) -> Option<u64> {
     if let Some(dir) = cg.v2_dir() {
         let text = std::fs::read_to_string(dir.join("memory.events")).ok()?;
-        return parse_counter(&text, "oom_kill");
+        return v2_kills(&text);
     }
     let dir = cg.v1_dir("memory")?;
     let text = std::fs::read_to_string(dir.join("memory.oom_control")).ok()?;
@@ -279,7 +290,10 @@ impl V2 {
                 .and_then(|t| parse_counter(&t, key))
                 .unwrap_or(0)
         };
-        let seen = read(&events, "oom_kill");
+        let seen = std::fs::read_to_string(&events)
+            .ok()
+            .and_then(|t| v2_kills(&t))
+            .unwrap_or(0);
         let seen_app_oom = app_local.as_deref().map(|p| read(p, "oom")).unwrap_or(0);
         Ok(Self {
             inotify,
@@ -294,7 +308,7 @@ impl V2 {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             let now = match std::fs::read_to_string(&self.events) {
-                Ok(t) => parse_counter(&t, "oom_kill").unwrap_or(self.seen),
+                Ok(t) => v2_kills(&t).unwrap_or(self.seen),
                 Err(_) => return Ok(Wake::Gone),
             };
             if now > self.seen {
@@ -415,5 +429,13 @@ mod tests {
         assert_eq!(parse_counter(v2, "oom"), Some(2));
         assert_eq!(parse_counter(v2, "oom_group"), None);
         assert_eq!(parse_counter("", "oom_kill"), None);
+        assert_eq!(v2_kills(v2), Some(1));
+        // One process killed through memory.oom.group: the kernel counts it twice.
+        let group = "low 0\nhigh 0\nmax 9\noom 1\noom_kill 2\noom_group_kill 1\n";
+        assert_eq!(v2_kills(group), Some(1));
+        // Three processes in the group: victim twice, two members once.
+        let three = "oom 1\noom_kill 4\noom_group_kill 1\n";
+        assert_eq!(v2_kills(three), Some(3));
+        assert_eq!(v2_kills("oom 1\n"), None);
     }
 }

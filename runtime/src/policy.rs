@@ -17,11 +17,14 @@ use oci_spec::runtime::{
     LinuxPidsBuilder, LinuxResources, Spec,
 };
 
+use crate::cpu_pool::{CpuMode, CpuSet};
 use crate::error::{Error, Result};
 
 pub const ANNOTATION_PREFIX: &str = "io.paddock.";
 pub const APP: &str = "io.paddock.app";
 pub const APP_MEMORY: &str = "io.paddock.app.memory";
+pub const APP_CPU: &str = "io.paddock.app.cpu";
+pub const CPU: &str = "io.paddock.cpu";
 pub const DISK: &str = "io.paddock.disk";
 pub const DISK_INODES: &str = "io.paddock.disk.inodes";
 pub const DISK_PATH: &str = "io.paddock.disk.path";
@@ -65,6 +68,9 @@ pub struct Annotations {
     pub acl_deny: Vec<std::path::PathBuf>,
     pub oom: OomPolicy,
     pub pids: Option<i64>,
+    pub cpu: CpuMode,
+    /// The app's CPU limit in thousandths of a CPU.
+    pub app_cpu: Option<u64>,
 }
 
 /// The outcome of the policy step for one sandbox.
@@ -87,6 +93,11 @@ pub struct Plan {
     pub userns: bool,
     /// `io.paddock.acl.deny`: paths denied to the sandbox's identity besides the node's list.
     pub deny: Vec<std::path::PathBuf>,
+    /// The CPU mode, and the CPUs the spec asked for (kept within the node's shared pool).
+    pub cpu: CpuMode,
+    pub cpu_request: Option<CpuSet>,
+    /// CPU limit of the app level in thousandths of a CPU, for all its instances together.
+    pub app_cpu: Option<u64>,
 }
 
 /// A disk quota on the sandbox's writable volume.
@@ -122,6 +133,12 @@ pub fn parse_annotations(all: Option<&HashMap<String, String>>) -> Result<Annota
             }
             APP_MEMORY => {
                 out.app_memory = Some(size(value).map_err(|e| bad(&e))?);
+            }
+            APP_CPU => {
+                out.app_cpu = Some(millicpus(value).map_err(|e| bad(&e))?);
+            }
+            CPU => {
+                out.cpu = CpuMode::parse(value).map_err(|e| bad(&e))?;
             }
             DISK => {
                 out.disk = Some(size(value).map_err(|e| bad(&e))?);
@@ -209,6 +226,36 @@ pub fn parse_deny_list(value: &str) -> std::result::Result<Vec<std::path::PathBu
 /// A byte size as platforms write them (`512M`, `1G`), through the quota crate's parser.
 fn size(value: &str) -> std::result::Result<u64, String> {
     paddock_quota::parse_size(value).map_err(|e| e.to_string())
+}
+
+/// A number of CPUs as platforms write them (`1.5`, `2`, `500m`), in thousandths.
+fn millicpus(value: &str) -> std::result::Result<u64, String> {
+    let t = value.trim();
+    let bad = || format!("{t:?}: expected CPUs like 1.5 or 500m");
+    let m = if let Some(m) = t.strip_suffix('m') {
+        if m.is_empty() || !m.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        m.parse::<u64>().map_err(|_| bad())?
+    } else {
+        let (int, frac) = t.split_once('.').unwrap_or((t, ""));
+        let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        if int.is_empty() || frac.len() > 3 || !digits(int) || !digits(frac) {
+            return Err(bad());
+        }
+        let int: u64 = int.parse().map_err(|_| bad())?;
+        let frac: u64 = format!("{frac:0<3}").parse().map_err(|_| bad())?;
+        int.checked_mul(1000)
+            .and_then(|v| v.checked_add(frac))
+            .ok_or_else(bad)?
+    };
+    if m < 10 {
+        return Err("must be at least 0.01 CPU (10m)".into());
+    }
+    if m > 1_000_000 {
+        return Err("more than 1000 CPUs".into());
+    }
+    Ok(m)
 }
 
 fn validate_app(app: &str) -> std::result::Result<(), &'static str> {
@@ -325,6 +372,13 @@ pub fn plan(mut spec: Spec, id: &str, systemd: bool) -> Result<Plan> {
             reason: "needs paddock's placement: the spec names its own linux.cgroupsPath".into(),
         });
     }
+    if ann.app_cpu.is_some() && app.is_none() {
+        return Err(Error::Annotation {
+            key: APP_CPU.into(),
+            value: String::new(),
+            reason: "needs paddock's placement: the spec names its own linux.cgroupsPath".into(),
+        });
+    }
 
     let mut resources: LinuxResources = linux.resources().clone().unwrap_or_default();
     if let Some(limit) = ann.pids {
@@ -337,6 +391,7 @@ pub fn plan(mut spec: Spec, id: &str, systemd: bool) -> Result<Plan> {
     if let Some(memory) = *resources.memory() {
         resources.set_memory(Some(memory_contract(memory)?));
     }
+    let cpu_request = cpu_contract(&mut resources, ann.cpu, app.is_some())?;
     linux.set_resources(Some(resources));
     apply_path_defaults(&mut linux);
     spec.set_linux(Some(linux));
@@ -391,7 +446,43 @@ pub fn plan(mut spec: Spec, id: &str, systemd: bool) -> Result<Plan> {
         pool_user: !ann.spec_user,
         userns: ann.userns,
         deny: ann.acl_deny,
+        cpu: ann.cpu,
+        cpu_request,
+        app_cpu: ann.app_cpu,
     })
+}
+
+/// Takes the spec's CPU list as a request within the node's pool (the node decides the final
+/// cpuset) and, in paddock's placement, drops its weight: every instance there weighs the same.
+fn cpu_contract(
+    resources: &mut LinuxResources,
+    mode: CpuMode,
+    paddock_placement: bool,
+) -> Result<Option<CpuSet>> {
+    let Some(mut cpu) = resources.cpu().clone() else {
+        return Ok(None);
+    };
+    let request = match cpu.cpus().as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(list) => {
+            let set = CpuSet::parse(list)
+                .map_err(|e| Error::Invalid(format!("linux.resources.cpu.cpus {list:?}: {e}")))?;
+            if let CpuMode::Exclusive(k) = mode {
+                return Err(Error::Annotation {
+                    key: CPU.into(),
+                    value: format!("exclusive:{k}"),
+                    reason: format!("conflicts with linux.resources.cpu.cpus {list:?}: exclusive CPUs are chosen by the node"),
+                });
+            }
+            Some(set)
+        }
+    };
+    if paddock_placement && cpu.shares().is_some() {
+        tracing::debug!("linux.resources.cpu.shares replaced by the equal share");
+        cpu.set_shares(None);
+    }
+    resources.set_cpu(Some(cpu));
+    Ok(request)
 }
 
 /// Kernel paths hidden from a sandbox whose spec names none (runc's and Docker's list).
@@ -888,6 +979,78 @@ mod tests {
             assert_eq!(set.as_ref().map(|s| s.len()), Some(0));
         }
         assert_eq!(process.no_new_privileges(), Some(true));
+    }
+
+    #[test]
+    fn cpu_annotations() {
+        let p = plan(
+            spec_with(&[(CPU, "exclusive:2"), (APP_CPU, "1.5")], None),
+            "a",
+            false,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.cpu, CpuMode::Exclusive(2));
+        assert_eq!(p.app_cpu, Some(1500));
+        let p = plan(spec_with(&[(APP_CPU, "250m")], None), "a", false)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((p.cpu, p.app_cpu), (CpuMode::Equal, Some(250)));
+        assert_eq!(millicpus("2"), Ok(2000));
+        assert_eq!(millicpus("0.05"), Ok(50));
+        for (k, v) in [
+            (CPU, "fast"),
+            (CPU, "exclusive:0"),
+            (CPU, "exclusive:two"),
+            (CPU, "exclusive:"),
+            (APP_CPU, "0"),
+            (APP_CPU, "-1"),
+            (APP_CPU, "abc"),
+            (APP_CPU, "1.2.3"),
+            (APP_CPU, "0.0001"),
+            (APP_CPU, "m"),
+        ] {
+            match plan(spec_with(&[(k, v)], None), "a", false) {
+                Ok(_) => panic!("{k}={v} accepted"),
+                Err(e) => assert!(e.to_string().contains(k), "{k}={v}: {e}"),
+            }
+        }
+        let explicit = plan(spec_with(&[(APP_CPU, "1")], Some("/k8s/x")), "x", false);
+        assert!(explicit.is_err(), "app cpu with a caller's cgroupsPath");
+    }
+
+    fn with_cpus(annotations: &[(&str, &str)], cpus: &str, shares: Option<u64>) -> Result<Plan> {
+        let mut spec = spec_with(annotations, None);
+        let mut c = oci_spec::runtime::LinuxCpu::default();
+        c.set_cpus(Some(cpus.into()));
+        c.set_shares(shares);
+        let mut r = LinuxResources::default();
+        r.set_cpu(Some(c));
+        let mut linux = spec.linux().clone().unwrap_or_default();
+        linux.set_resources(Some(r));
+        spec.set_linux(Some(linux));
+        plan(spec, "c", false)
+    }
+
+    #[test]
+    fn spec_cpus_become_a_request() {
+        let p = with_cpus(&[], "0-1", Some(4096)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.cpu_request.map(|s| s.to_string()), Some("0-1".into()));
+        let shares = p
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.resources().as_ref())
+            .and_then(|r| r.cpu().as_ref())
+            .and_then(|c| c.shares());
+        assert_eq!(
+            shares, None,
+            "paddock's placement weighs every instance the same"
+        );
+        let e = with_cpus(&[], "0-x", None).err().map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.contains("linux.resources.cpu.cpus")));
+        let e = with_cpus(&[(CPU, "exclusive:1")], "0", None)
+            .err()
+            .map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.contains(CPU) && e.contains("conflicts")));
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub struct Stats {
     /// The disk-quota volume (paddock's addition; runc has no such field).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disk: Option<Disk>,
+    /// The rootfs tree's project quota, when the writable rootfs has one.
+    #[serde(rename = "rootfsDisk", skip_serializing_if = "Option::is_none")]
+    pub rootfs_disk: Option<Disk>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -227,6 +230,7 @@ pub fn convert(s: CgStats) -> Stats {
             })
             .collect(),
         disk: None,
+        rootfs_disk: None,
     }
 }
 

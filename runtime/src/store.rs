@@ -64,6 +64,9 @@ pub struct Record {
     /// ACL entries paddock added for the sandbox (written before they are).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access: Option<crate::access::AccessRef>,
+    /// The node's CPU registry the sandbox is registered in (`[cpu] state_dir` at create).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_state: Option<PathBuf>,
 }
 
 /// The state directory given by `--root`.
@@ -191,6 +194,7 @@ mod tests {
             volume: None,
             identity: None,
             access: None,
+            cpu_state: None,
         };
         store.write(&rec).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(store.read("a").ok().flatten(), Some(rec));

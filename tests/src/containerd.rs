@@ -583,7 +583,7 @@ disabled_plugins = [
 
     /// Polls [`Containerd::container_leftovers`] until empty or `timeout`; returns the last.
     pub fn wait_containers_gone(&self, ids: &[&str], timeout: Duration) -> Vec<String> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Instant::now() + crate::scaled(timeout);
         loop {
             let left = self.container_leftovers(ids);
             if left.is_empty() || Instant::now() >= deadline {
@@ -648,7 +648,7 @@ disabled_plugins = [
                 }
             }
             // shims exit shortly after their task is deleted
-            let deadline = Instant::now() + Duration::from_secs(5);
+            let deadline = Instant::now() + crate::scaled(Duration::from_secs(5));
             while !self.shim_pids().is_empty() && Instant::now() < deadline {
                 thread::sleep(Duration::from_millis(20));
             }
@@ -996,7 +996,7 @@ pub fn task_status(ctd: &Containerd, id: &str) -> Option<(u32, String)> {
 
 /// Polls `ctr task ls` until task `id` is STOPPED.
 pub fn wait_task_stopped(ctd: &Containerd, id: &str, timeout: Duration) -> Result<()> {
-    let deadline = Instant::now() + timeout;
+    let deadline = Instant::now() + crate::scaled(timeout);
     loop {
         match task_status(ctd, id) {
             Some((_, s)) if s == "STOPPED" => return Ok(()),
@@ -1031,7 +1031,7 @@ pub fn stdin_roundtrip(ctd: &Containerd, image: &str, id: &str) -> Result<()> {
         .spawn()
         .map_err(|e| err(format!("cannot run {cmd:?}: {e}")))?;
     let stdin = child.stdin.take();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + crate::scaled(Duration::from_secs(10));
     let mut running = false;
     while Instant::now() < deadline {
         if matches!(task_status(ctd, id), Some((_, s)) if s == "RUNNING") {
@@ -1315,7 +1315,7 @@ pub fn wait_with_timeout(mut child: Child, timeout: Duration, what: &str) -> Out
             .take()
             .map(|p| Box::new(p) as Box<dyn Read + Send>),
     );
-    let deadline = Instant::now() + timeout;
+    let deadline = Instant::now() + crate::scaled(timeout);
     let mut nap = Duration::from_millis(1);
     let status = loop {
         match child.try_wait() {
@@ -1595,7 +1595,7 @@ fn alive(pid: i32) -> bool {
 }
 
 fn wait_pids_gone(pids: &[i32], timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
+    let deadline = Instant::now() + crate::scaled(timeout);
     loop {
         if !pids.iter().any(|p| alive(*p)) {
             return true;
@@ -1618,7 +1618,7 @@ fn remove_cgroup_tree(dir: &Path, timeout: Duration) -> Result<()> {
             }
         }
     }
-    let deadline = Instant::now() + timeout;
+    let deadline = Instant::now() + crate::scaled(timeout);
     loop {
         match fs::remove_dir(dir) {
             Ok(()) => return Ok(()),

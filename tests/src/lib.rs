@@ -118,13 +118,8 @@ pub fn snapshot(root: &Path, cgroup_rel: &str) -> HostSnapshot {
         .collect();
     mounts.sort();
     let mut cgroups = BTreeSet::new();
-    if let Ok(entries) = fs::read_dir("/sys/fs/cgroup") {
-        for e in entries.flatten() {
-            walk_dirs(
-                &e.path().join(cgroup_rel.trim_start_matches('/')),
-                &mut cgroups,
-            );
-        }
+    for dir in cgroup_dirs_of(cgroup_rel) {
+        walk_dirs(&dir, &mut cgroups);
     }
     let mut state = BTreeSet::new();
     walk_all(root, &mut state);
@@ -158,10 +153,48 @@ fn walk_all(dir: &Path, out: &mut BTreeSet<PathBuf>) {
     }
 }
 
+/// Whether `/sys/fs/cgroup` is the unified (cgroup v2) hierarchy.
+pub fn cgroup_v2() -> bool {
+    nix::sys::statfs::statfs("/sys/fs/cgroup")
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+}
+
+/// Where cgroup `rel` (e.g. `paddock/app/id`) can be: `/sys/fs/cgroup/<rel>` (cgroup v2) and
+/// `/sys/fs/cgroup/<hierarchy>/<rel>` for every v1 hierarchy (and the hybrid's `unified`).
+pub fn cgroup_dirs_of(rel: &str) -> Vec<PathBuf> {
+    let rel = rel.trim_start_matches('/');
+    let base = Path::new("/sys/fs/cgroup");
+    let mut out = vec![base.join(rel)];
+    if let Ok(entries) = fs::read_dir(base) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                out.push(e.path().join(rel));
+            }
+        }
+    }
+    out
+}
+
+/// How many times slower than this machine the tests run: `$PADDOCK_TEST_TIME_SCALE` (the
+/// VM guest under software emulation sets it), 1 by default. Every timeout here goes through
+/// [`scaled`].
+pub fn time_scale() -> u32 {
+    std::env::var("PADDOCK_TEST_TIME_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n| n >= 1)
+        .unwrap_or(1)
+}
+
+/// `d` stretched by [`time_scale`].
+pub fn scaled(d: Duration) -> Duration {
+    d * time_scale()
+}
+
 /// Asserts that nothing changed between two snapshots, waiting briefly for the kernel to
 /// finish reaping, and naming what leaked.
 pub fn assert_no_leak(before: &HostSnapshot, root: &Path, cgroup_rel: &str) {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + scaled(Duration::from_secs(5));
     loop {
         let after = snapshot(root, cgroup_rel);
         let new_zombies: Vec<_> = after.zombies.difference(&before.zombies).collect();
@@ -230,10 +263,12 @@ impl World {
             .tempdir()
             .unwrap_or_else(|e| panic!("tempdir: {e}"));
         let root = dir.path().join("state");
-        // Node policy of this world: its own quota store, so volumes stay inside the temp dir.
+        // Node policy of this world: its own quota store, so volumes stay inside the temp dir,
+        // and its own CPU registry.
         let config = format!(
-            "[quota]\nstore = \"{}\"\n",
-            dir.path().join("quota").display()
+            "[quota]\nstore = \"{}\"\n[cpu]\nstate_dir = \"{}\"\n",
+            dir.path().join("quota").display(),
+            dir.path().join("cpu").display()
         );
         fs::write(dir.path().join("config.toml"), config)
             .unwrap_or_else(|e| panic!("write config: {e}"));
@@ -251,9 +286,11 @@ impl World {
     /// Rewrites this world's node config with an identity pool of its own.
     pub fn set_pool(&self, base: u32, size: u32) {
         let config = format!(
-            "[identity]\nbase = {base}\nsize = {size}\nlease_dir = \"{}\"\n[quota]\nstore = \"{}\"\n",
+            "[identity]\nbase = {base}\nsize = {size}\nlease_dir = \"{}\"\n[quota]\nstore = \"{}\"\n\
+             [cpu]\nstate_dir = \"{}\"\n",
             self.path().join("leases").display(),
-            self.path().join("quota").display()
+            self.path().join("quota").display(),
+            self.path().join("cpu").display()
         );
         fs::write(self.path().join("config.toml"), config)
             .unwrap_or_else(|e| panic!("write config: {e}"));
@@ -354,7 +391,7 @@ impl World {
 
     /// Waits until the sandbox reports `status`.
     pub fn wait_status(&self, id: &str, status: &str) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + scaled(Duration::from_secs(10));
         loop {
             if self.state(id)["status"] == status {
                 return;
@@ -458,9 +495,9 @@ pub fn cgroup_pids(dir: &Path) -> Vec<i32> {
     out
 }
 
-/// Polls `f` until it returns true or `timeout` passes.
+/// Polls `f` until it returns true or `timeout` (times [`time_scale`]) passes.
 pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
+    let deadline = Instant::now() + scaled(timeout);
     loop {
         if f() {
             return true;

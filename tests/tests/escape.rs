@@ -377,3 +377,120 @@ fn another_sandboxs_files_are_out_of_reach() {
     );
     w.paddock(&["delete", "--force", "victim"]).ok();
 }
+
+/// Builds `tests/fixtures/attack.c` static into a bundle's rootfs as `/bin/attack`: busybox has
+/// no way to call ptrace or process_vm_readv.
+fn install_attack(bundle: &Path) {
+    let src = workspace().join("tests/fixtures/attack.c");
+    let out = std::process::Command::new("gcc")
+        .args(["-static", "-O2", "-o"])
+        .arg(bundle.join("rootfs/bin/attack"))
+        .arg(&src)
+        .output()
+        .expect("run gcc");
+    assert!(
+        out.status.success(),
+        "gcc attack.c: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn ptracing_or_signalling_host_and_neighbour_processes_is_refused() {
+    if !require_root() {
+        return;
+    }
+    let w = World::new();
+    let v = w.bundle("neighbour", &["--", "sleep", "1000"]);
+    w.edit_spec(&v, |v| {
+        v["annotations"] = serde_json::json!({"io.paddock.app": APP})
+    });
+    w.paddock(&["run", "-d", "--bundle", s(&v), "neighbour"])
+        .ok();
+    let neighbour = w.state("neighbour")["pid"].as_i64().unwrap();
+    let host = std::process::id();
+    // The attacker shares the host's pid namespace, so it can name both targets: only its
+    // identity stands in the way. Attaching to its own child is the control that must work.
+    let script = format!(
+        "for t in {host} {neighbour}; do for a in ptrace vmread signal; do attack $a $t; done; done; attack ptrace-child"
+    );
+    let b = w.bundle("tracer", &["--", "sh", "-c", &format!("{script} 2>&1")]);
+    install_attack(&b);
+    w.edit_spec(&b, |v| {
+        v["annotations"] = serde_json::json!({"io.paddock.app": APP});
+        let ns = v["linux"]["namespaces"].as_array_mut().unwrap();
+        ns.retain(|n| n["type"] != "pid");
+    });
+    let r = w.paddock(&["run", "--bundle", s(&b), "tracer"]);
+    let out = format!("{}{}", r.stdout, r.stderr);
+    for t in [host as i64, neighbour] {
+        for a in ["ptrace", "vmread", "signal"] {
+            assert!(out.contains(&format!("{a} {t}: EPERM")), "{a} {t}: {out}");
+        }
+    }
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("ptrace-child ") && l.ends_with(": ok")),
+        "{out}"
+    );
+    assert!(alive(neighbour as i32), "the neighbour was killed: {out}");
+    w.paddock(&["delete", "--force", "neighbour"]).ok();
+}
+
+#[test]
+fn dev_holds_only_the_default_devices() {
+    if !require_root() {
+        return;
+    }
+    let w = World::new();
+    let out = attack(&w, "devs", "ls /dev", no_edit);
+    let mut names: Vec<&str> = out.split_whitespace().collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "fd", "full", "mqueue", "null", "ptmx", "pts", "random", "shm", "stderr", "stdin",
+            "stdout", "tty", "urandom", "zero"
+        ],
+        "{out}"
+    );
+}
+
+#[test]
+fn a_device_outside_the_default_set_cannot_be_opened() {
+    if !require_root() {
+        return;
+    }
+    let w = World::new();
+    // Root inside (io.paddock.user=spec), so file modes allow the open and only the device
+    // cgroup can refuse it; a second sandbox whose spec allows the device is the control.
+    let run = |name: &str, allow: bool| {
+        let b = w.bundle(
+            name,
+            &["--", "sh", "-c", "cat /dev/loop-control 2>&1; echo rc=$?"],
+        );
+        w.edit_spec(&b, |v| {
+            v["annotations"] = serde_json::json!({"io.paddock.app": APP, "io.paddock.user": "spec"});
+            v["mounts"].as_array_mut().unwrap().push(serde_json::json!(
+                {"destination": "/dev/loop-control", "type": "bind", "source": "/dev/loop-control", "options": ["bind"]}
+            ));
+            if allow {
+                v["linux"]["resources"]["devices"] = serde_json::json!(
+                    [{"allow": true, "type": "c", "major": 10, "minor": 237, "access": "rw"}]
+                );
+            }
+        });
+        let r = w.paddock(&["run", "--bundle", s(&b), name]);
+        format!("{}{}", r.stdout, r.stderr)
+    };
+    let denied = run("nodev", false);
+    assert!(
+        denied.contains("can't open '/dev/loop-control': Operation not permitted"),
+        "{denied}"
+    );
+    let allowed = run("withdev", true);
+    assert!(
+        !allowed.contains("can't open") && allowed.contains("rc="),
+        "{allowed}"
+    );
+}

@@ -161,7 +161,8 @@ fn limits_reach_the_cgroup_and_update_changes_them() {
         );
         assert_eq!(read(&format!("{pids}/pids.max")), "50");
         let cpu = "/sys/fs/cgroup/cpu/paddock/t-lim/l1";
-        assert_eq!(read(&format!("{cpu}/cpu.shares")), "512");
+        // paddock's placement weighs every instance the same, whatever the spec says.
+        assert_eq!(read(&format!("{cpu}/cpu.shares")), "1024");
         assert_eq!(read(&format!("{cpu}/cpu.cfs_quota_us")), "50000");
         assert_eq!(read(&format!("{cpu}/cpu.cfs_period_us")), "100000");
         w.paddock(&[
@@ -184,6 +185,7 @@ fn limits_reach_the_cgroup_and_update_changes_them() {
         assert_eq!(read(&format!("{v2}/memory.max")), "67108864");
         assert_eq!(read(&format!("{v2}/memory.swap.max")), "0", "no swap");
         assert_eq!(read(&format!("{v2}/cpu.max")), "50000 100000");
+        assert_eq!(read(&format!("{v2}/cpu.weight")), "100", "equal weight");
         assert_eq!(read(&format!("{v2}/pids.max")), "50");
         w.paddock(&[
             "update",
@@ -317,10 +319,8 @@ fn explicit_cgroups_path_is_honoured() {
     );
     w.paddock(&["run", "-d", "--bundle", s(&b), "c1"]).ok();
     let pid = w.state("c1")["pid"].as_i64().unwrap();
-    let dirs: Vec<PathBuf> = fs::read_dir("/sys/fs/cgroup")
-        .unwrap()
-        .flatten()
-        .map(|e| e.path().join("paddock-explicit-test/c1"))
+    let dirs: Vec<PathBuf> = cgroup_dirs_of("paddock-explicit-test/c1")
+        .into_iter()
         .filter(|d| d.join("cgroup.procs").exists())
         .collect();
     assert!(!dirs.is_empty(), "no cgroup at the given path");

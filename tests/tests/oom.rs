@@ -34,10 +34,14 @@ fn oom_lines(text: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The sandbox's memory cgroup: v1's memory hierarchy, or the v2 tree.
 fn memory_dir(app: &str, id: &str) -> PathBuf {
-    Path::new("/sys/fs/cgroup/memory/paddock")
-        .join(app)
-        .join(id)
+    let base = if cgroup_v2() {
+        "/sys/fs/cgroup/paddock"
+    } else {
+        "/sys/fs/cgroup/memory/paddock"
+    };
+    Path::new(base).join(app).join(id)
 }
 
 #[test]
@@ -210,7 +214,11 @@ fn an_app_level_limit_is_reported_as_the_app() {
     let hog = bundle(&w, "hog", 64 * MIB, ann, &format!("sleep 0.5; {HOG}"));
     w.paddock(&["run", "-d", "--bundle", s(&idle), "app-idle"])
         .ok();
-    let app_limit = Path::new("/sys/fs/cgroup/memory/paddock/t-applimit/memory.limit_in_bytes");
+    let app_limit = if cgroup_v2() {
+        Path::new("/sys/fs/cgroup/paddock/t-applimit/memory.max")
+    } else {
+        Path::new("/sys/fs/cgroup/memory/paddock/t-applimit/memory.limit_in_bytes")
+    };
     w.paddock(&["create", "--bundle", s(&hog), "app-hog"]).ok();
     if app_limit.exists() {
         assert_eq!(

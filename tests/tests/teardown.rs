@@ -20,11 +20,7 @@ fn bundle(w: &World, id: &str, app: &str, host_pid: bool, extra: &[&str]) -> Pat
 }
 
 fn cgroup_dirs(app: &str, id: &str) -> Vec<PathBuf> {
-    std::fs::read_dir("/sys/fs/cgroup")
-        .unwrap()
-        .flatten()
-        .map(|e| e.path().join("paddock").join(app).join(id))
-        .collect()
+    cgroup_dirs_of(&format!("paddock/{app}/{id}"))
 }
 
 fn sandbox_pids(app: &str, id: &str) -> Vec<i32> {

@@ -6,7 +6,7 @@
 //! ext4 lets a process with CAP_SYS_RESOURCE write past project limits; sandboxes drop it.
 
 mod create;
-mod lease;
+pub(crate) mod lease;
 mod remove;
 
 use std::path::Path;

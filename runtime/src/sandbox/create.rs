@@ -11,6 +11,7 @@ use crate::acl;
 use crate::bundle;
 use crate::cgroups::{Layout, SandboxCgroup};
 use crate::config::NodeConfig;
+use crate::cpu;
 use crate::disk;
 use crate::error::{Error, Result};
 use crate::executor::SandboxExecutor;
@@ -71,21 +72,19 @@ pub fn create(root: &Path, sandbox: &str, opts: &CreateOptions) -> Result<i32> {
         plan.spec.set_root(Some(r));
     }
 
-    // Node policy is read only when the sandbox asks for something that needs it.
+    // Every sandbox is under the node's CPU policy, so the node config is always read.
     let identity_wanted = plan.pool_user || plan.userns;
-    let config = if plan.disk.is_some() || identity_wanted {
-        Some(NodeConfig::load_default()?)
-    } else {
-        None
-    };
+    let config = Some(NodeConfig::load_default()?);
     let key = store::node_key(root, sandbox);
     let volume = match (&plan.disk, &config) {
         (Some(d), Some(config)) => {
             let cfg = config.quota.clone();
+            let readonly = plan.spec.root().as_ref().and_then(|r| r.readonly()) == Some(true);
             let vref = disk::VolumeRef {
                 id: key.clone(),
                 backend: disk::backend_for(&cfg)?,
                 store: cfg.store.clone(),
+                rootfs: disk::quota_rootfs(&cfg, &rootfs, readonly),
             };
             let dest = d.path.clone().unwrap_or(cfg.mount_path);
             Some((vref, d.clone(), dest))
@@ -110,6 +109,8 @@ pub fn create(root: &Path, sandbox: &str, opts: &CreateOptions) -> Result<i32> {
         _ => Vec::new(),
     };
 
+    let layout = Layout::detect()?;
+    let cpu_node = cpu::Node::new(&config.as_ref().map(|c| c.cpu.clone()).unwrap_or_default())?;
     let record_dir = store.create(sandbox)?;
     let identity = match (&config, identity_wanted) {
         (Some(config), true) => match lease_identity(&mut plan, config, &key) {
@@ -131,10 +132,12 @@ pub fn create(root: &Path, sandbox: &str, opts: &CreateOptions) -> Result<i32> {
         volume: volume.as_ref().map(|(v, _, _)| v.clone()),
         identity,
         access: None,
+        cpu_state: config.as_ref().map(|c| c.cpu.state_dir.clone()),
     };
     let admin_gid = config.as_ref().and_then(|c| c.acl.admin_gid);
     let result = store
         .write(&record)
+        .and_then(|()| cpu::place(&cpu_node, &layout, &key, sandbox, &record_dir, &mut plan))
         .and_then(|()| deny_paths(&store, &mut record, &plan.spec, &deny, config.as_ref()))
         .and_then(|()| match &volume {
             Some((vref, d, dest)) => {
@@ -157,6 +160,7 @@ pub fn create(root: &Path, sandbox: &str, opts: &CreateOptions) -> Result<i32> {
                 network::loopback_up(pid)?;
             }
             settle(&record, &plan, &record_dir, pid)?;
+            cpu::settle(&cpu_node, &layout, &key)?;
             tracing::debug!(id = sandbox, "settled");
             Ok(pid)
         });
@@ -265,6 +269,15 @@ fn settle(record: &Record, plan: &policy::Plan, record_dir: &Path, init: i32) ->
         .map(|app| format!("/{}/{app}", policy::CGROUP_ROOT));
     if let (Some(limit), Some(app)) = (plan.app_memory, &app_cgroup) {
         memory::set_limit(&cg.layout, app, limit)?;
+    }
+    if let Some(m) = plan
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.memory().as_ref())
+    {
+        memory::enforce_no_swap(&cg.layout, &record.cgroups_path, m)?;
     }
     if plan.oom == policy::OomPolicy::Kill {
         if let Some(dir) = cg.v2_dir() {

@@ -70,6 +70,10 @@ pub fn delete(root: &Path, sandbox: &str, force: bool) -> Result<()> {
             teardown::remove_if_empty(&cg, &format!("/{}/{app}", policy::CGROUP_ROOT));
         }
     }
+    if let Some(dir) = loaded.record.as_ref().and_then(|r| r.cpu_state.as_deref()) {
+        let layout = crate::cgroups::Layout::detect()?;
+        crate::cpu::forget(dir, &layout, &store::node_key(root, sandbox))?;
+    }
     // The sandbox's processes are gone, so nothing holds its volume any more.
     if let Some(vref) = loaded.record.as_ref().and_then(|r| r.volume.as_ref()) {
         disk::remove(vref)?;

@@ -26,6 +26,7 @@ pub fn stats(root: &Path, sandbox: &str) -> Result<Stats> {
     };
     if let Some(vref) = loaded.record.as_ref().and_then(|r| r.volume.as_ref()) {
         s.disk = Some(disk::usage(vref)?.into());
+        s.rootfs_disk = disk::rootfs_usage(vref)?.map(Into::into);
     }
     Ok(s)
 }

@@ -20,6 +20,16 @@ pub fn update(root: &Path, sandbox: &str, resources: &LinuxResources) -> Result<
         return Err(wrong_state(sandbox, status, "update", "running"));
     };
     let mut resources = resources.clone();
+    // The node's CPU policy owns the cpuset of its sandboxes.
+    let registered = loaded.record.as_ref().and_then(|r| r.cpu_state.clone());
+    if let (Some(dir), Some(mut cpu)) = (registered, resources.cpu().clone()) {
+        if let Some(value) = cpu.cpus().clone() {
+            let key = crate::store::node_key(root, sandbox);
+            crate::cpu::update_cpus(&dir, &Layout::detect()?, &key, sandbox, &value)?;
+            cpu.set_cpus(None);
+            resources.set_cpu(Some(cpu));
+        }
+    }
     if let Some(m) = *resources.memory() {
         let m = policy::memory_contract(m)?;
         if let (Some(limit), Some(used)) = (m.limit(), memory::usage(&Layout::detect()?, &path)) {
@@ -34,7 +44,7 @@ pub fn update(root: &Path, sandbox: &str, resources: &LinuxResources) -> Result<
     let resources = &resources;
     let fail = |e: &(dyn std::error::Error + 'static)| Error::container("update", sandbox, e);
     let manager = libcgroups::common::create_cgroup_manager(CgroupConfig {
-        cgroup_path: PathBuf::from(path),
+        cgroup_path: PathBuf::from(&path),
         systemd_cgroup: false,
         container_name: sandbox.to_string(),
     })
@@ -46,5 +56,9 @@ pub fn update(root: &Path, sandbox: &str, resources: &LinuxResources) -> Result<
             oom_score_adj: None,
             freezer_state: None,
         })
-        .map_err(|e| fail(&e))
+        .map_err(|e| fail(&e))?;
+    match resources.memory() {
+        Some(m) => memory::enforce_no_swap(&Layout::detect()?, &path, m),
+        None => Ok(()),
+    }
 }
