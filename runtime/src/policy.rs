@@ -424,6 +424,15 @@ pub fn plan(mut spec: Spec, id: &str, systemd: bool) -> Result<Plan> {
             reason: "the spec already has a user namespace".into(),
         });
     }
+    if !ann.acl_deny.is_empty() && ann.userns {
+        return Err(Error::Annotation {
+            key: ACL_DENY.into(),
+            value: String::new(),
+            reason: "not enforced with io.paddock.userns=true: inside the user namespace the \
+                     rootfs shows as owned by container root, which makes named-user entries moot"
+                .into(),
+        });
+    }
     if !ann.acl_deny.is_empty() && ann.spec_user && !ann.userns {
         return Err(Error::Annotation {
             key: ACL_DENY.into(),

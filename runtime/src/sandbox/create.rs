@@ -104,7 +104,12 @@ pub fn create(root: &Path, sandbox: &str, opts: &CreateOptions) -> Result<i32> {
                 }
                 access::check_reachable(&paths)?;
             }
-            access::deny_targets(&plan.spec, &rootfs, &plan.deny, &config.acl.deny)?
+            if plan.userns {
+                // Not enforceable there (see policy): the node list is not applied either.
+                Vec::new()
+            } else {
+                access::deny_targets(&plan.spec, &rootfs, &plan.deny, &config.acl.deny)?
+            }
         }
         _ => Vec::new(),
     };
