@@ -5,8 +5,9 @@
 //!   and default ACLs granting rwx to that identity and to the platform's admin group, nobody
 //!   else. (The group bits of the mode then show the ACL mask, `rwx`, as POSIX requires; the
 //!   owning group itself gets `---`.)
-//! - [`deny`]: a `user:<uid>:---` entry on a path (resolved to the real file), so the identity can
-//!   neither read nor execute it whatever the mode says.
+//! - [`locate`]: where a deny path (as the sandbox sees it) is inside a root, without following
+//!   a symlink in its last component; [`deny`]: a `user:<uid>:---` entry on that file, so the
+//!   identity can neither read nor execute it whatever the mode says.
 //! - [`remove_user`]: takes out the entries of one uid and leaves every other entry alone.
 //!
 //! The mask is kept as it is where it can be: adding an entry widens it by that entry's
@@ -21,7 +22,7 @@
 //! use std::path::Path;
 //!
 //! acl::grant_only(Path::new("/var/lib/paddock/sandboxes/web-0/data"), 2010000000, 2010000000, Some(2000))?;
-//! for path in acl::resolve_deny_list(Path::new("/"), &["/usr/bin/su".into()], true)? {
+//! if let acl::Located::File { path, .. } = acl::locate(Path::new("/srv/rootfs"), Path::new("/usr/bin/su"))? {
 //!     acl::deny(&path, 2010000000)?;
 //! }
 //! # Ok::<(), acl::AclError>(())
@@ -318,6 +319,8 @@ impl Kind {
 pub enum AclError {
     #[error("deny path {0} does not exist")]
     Missing(PathBuf),
+    #[error("{0} is a symbolic link (ACLs are set on real files only)")]
+    Symlink(PathBuf),
     #[error("{0} is not a directory")]
     NotDirectory(PathBuf),
     #[error("{xattr} of {path} is malformed: {reason}")]
@@ -400,25 +403,45 @@ pub fn private_acl(uid: u32, admin_gid: Option<u32>) -> Acl {
     Acl { entries }
 }
 
-/// Adds `user:<uid>:---` to the access ACL of the file `path` resolves to (symlinks followed:
-/// the real file is denied) and returns that file's path. Other entries stay as they are.
-pub fn deny(path: &Path, uid: u32) -> Result<PathBuf, AclError> {
+/// Adds `user:<uid>:---` to the access ACL of the file at `path`, a host path without symlinks
+/// (what [`locate`] returns; a symlink anywhere in it is refused, so a path swapped for a link
+/// after it was checked cannot redirect the entry). Other entries stay as they are. `false`: the
+/// uid already had exactly that entry.
+pub fn deny(path: &Path, uid: u32) -> Result<bool, AclError> {
+    set_user(path, uid, 0)
+}
+
+/// Sets `user:<uid>:<perm>` in the access ACL of `path` (no symlinks, as for [`deny`]), widening
+/// the mask by `perm` only. `false`: the entry was already exactly that.
+pub fn set_user(path: &Path, uid: u32, perm: u16) -> Result<bool, AclError> {
     let target = Target::open(path)?.ok_or_else(|| AclError::Missing(path.to_path_buf()))?;
     let mut acl = target
         .read(Kind::Access)?
         .unwrap_or_else(|| Acl::from_mode(target.mode));
-    if acl.get(Tag::User(uid)) != Some(0) {
-        acl.set_user(uid, 0);
-        target.write(Kind::Access, &acl)?;
+    if acl.get(Tag::User(uid)) == Some(perm & RWX) {
+        return Ok(false);
     }
-    Ok(target.real)
+    acl.set_user(uid, perm);
+    target.write(Kind::Access, &acl)?;
+    Ok(true)
+}
+
+/// Whether the access ACL of `path` (no symlinks, as for [`deny`]) has an entry for `uid`.
+pub fn has_user(path: &Path, uid: u32) -> Result<bool, AclError> {
+    let target = Target::open(path)?.ok_or_else(|| AclError::Missing(path.to_path_buf()))?;
+    Ok(target
+        .read(Kind::Access)?
+        .is_some_and(|a| a.get(Tag::User(uid)).is_some()))
 }
 
 /// Removes every entry of `uid` from the ACLs of `path` (the default ACL too for a directory);
-/// `true` if there was one. A path that no longer exists has nothing to remove.
+/// `true` if there was one. A path that no longer exists, or that has become a symlink (which
+/// carries no ACL), has nothing to remove.
 pub fn remove_user(path: &Path, uid: u32) -> Result<bool, AclError> {
-    let Some(target) = Target::open(path)? else {
-        return Ok(false);
+    let target = match Target::open(path) {
+        Ok(Some(t)) => t,
+        Ok(None) | Err(AclError::Symlink(_)) => return Ok(false),
+        Err(e) => return Err(e),
     };
     let kinds: &[Kind] = if target.is_dir {
         &[Kind::Access, Kind::Default]
@@ -439,21 +462,34 @@ pub fn remove_user(path: &Path, uid: u32) -> Result<bool, AclError> {
     Ok(removed)
 }
 
-/// The ACL of `path` (symlinks followed); `None` when the file has no such ACL.
+/// The ACL of `path` (no symlinks, as for [`deny`]); `None` when the file has no such ACL.
 pub fn read(path: &Path, kind: Kind) -> Result<Option<Acl>, AclError> {
     match Target::open(path)? {
         Some(target) => target.read(kind),
-        None => Err(AclError::Io {
-            op: "read ACL of",
-            path: path.to_path_buf(),
-            source: io::Error::from(ErrorKind::NotFound),
-        }),
+        None => Err(AclError::Missing(path.to_path_buf())),
     }
 }
 
-/// Resolves `path` as a process whose root is `root` would (absolute symlinks and `..` stay
-/// inside `root`) and returns the host path of the file it names.
-pub fn resolve_in_root(root: &Path, path: &Path) -> Result<PathBuf, AclError> {
+/// What a path names inside a root (see [`locate`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Located {
+    /// A file or directory: its host path (no symlink in it) and, for a non-directory, its
+    /// number of hard links (other names that an entry on it would deny too).
+    File {
+        path: PathBuf,
+        links: u64,
+    },
+    /// The last component is a symlink, to `target` (as written in the link).
+    Symlink {
+        target: PathBuf,
+    },
+    Missing,
+}
+
+/// Finds `path` as a process whose root is `root` would, following symlinks in its directories
+/// (absolute ones and `..` stay inside `root`: `/bin/su` in a merged-/usr rootfs is
+/// `<root>/usr/bin/su`), but not a symlink in its last component, which is reported as such.
+pub fn locate(root: &Path, path: &Path) -> Result<Located, AclError> {
     let root_dir = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
@@ -466,46 +502,32 @@ pub fn resolve_in_root(root: &Path, path: &Path) -> Result<PathBuf, AclError> {
         rel
     };
     let how = OpenHow::new()
-        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .flags(OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
         .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
     let fd = match nix::fcntl::openat2(root_dir.as_raw_fd(), rel, how) {
         Ok(fd) => fd,
-        Err(Errno::ENOENT) => return Err(AclError::Missing(root.join(rel))),
+        Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => return Ok(Located::Missing),
         Err(e) => return Err(io_err("resolve", &root.join(rel))(e.into())),
     };
     // SAFETY: openat2 just returned this descriptor; nothing else owns it.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let link = proc_fd_path(&fd);
-    fs::read_link(&link).map_err(io_err("readlink", &link))
-}
-
-/// Resolves a deny list inside `root` (the sandbox's rootfs, or `/`), one entry per real file
-/// (`/bin/su` and `/usr/bin/su` are one file on a merged-/usr system), in list order. A path that
-/// does not exist is an error, unless `skip_missing` (the node's default list applies only where
-/// its paths exist).
-pub fn resolve_deny_list(
-    root: &Path,
-    paths: &[PathBuf],
-    skip_missing: bool,
-) -> Result<Vec<PathBuf>, AclError> {
-    let mut out: Vec<PathBuf> = Vec::new();
-    for path in paths {
-        match resolve_in_root(root, path) {
-            Ok(real) => {
-                if !out.contains(&real) {
-                    out.push(real);
-                }
-            }
-            Err(AclError::Missing(_)) if skip_missing => {}
-            Err(AclError::Missing(_)) => return Err(AclError::Missing(path.clone())),
-            Err(e) => return Err(e),
-        }
+    let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let link = proc_fd_path(&file);
+    let meta = file.metadata().map_err(io_err("stat", &link))?;
+    if meta.file_type().is_symlink() {
+        // readlinkat(fd, "") reads the link an O_PATH|O_NOFOLLOW descriptor stands for.
+        let target = nix::fcntl::readlinkat(Some(file.as_raw_fd()), Path::new(""))
+            .map_err(|e| io_err("readlink", &root.join(rel))(e.into()))?;
+        return Ok(Located::Symlink {
+            target: PathBuf::from(target),
+        });
     }
-    Ok(out)
+    let real = fs::read_link(&link).map_err(io_err("readlink", &link))?;
+    let links = if meta.is_dir() { 1 } else { meta.nlink() };
+    Ok(Located::File { path: real, links })
 }
 
-/// A file opened by path (`O_PATH`, symlinks resolved first), its xattrs reached through
-/// `/proc/self/fd/N` so that every read and write lands on the same inode.
+/// A file opened by a path without symlinks (`O_PATH`, `RESOLVE_NO_SYMLINKS`), its xattrs
+/// reached through `/proc/self/fd/N` so that every read and write lands on the same inode.
 struct Target {
     _file: File,
     proc_path: CString,
@@ -517,27 +539,27 @@ struct Target {
 impl Target {
     /// `None` when the path does not exist.
     fn open(path: &Path) -> Result<Option<Self>, AclError> {
-        let real = match fs::canonicalize(path) {
-            Ok(p) => p,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_err("resolve", path)(e)),
+        let how = OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS);
+        let fd = match nix::fcntl::openat2(libc::AT_FDCWD, path, how) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => return Ok(None),
+            Err(Errno::ELOOP) => return Err(AclError::Symlink(path.to_path_buf())),
+            Err(e) => return Err(io_err("open", path)(e.into())),
         };
-        let file = match OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_PATH | libc::O_NOFOLLOW)
-            .open(&real)
-        {
-            Ok(f) => f,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_err("open", &real)(e)),
-        };
-        let meta = file.metadata().map_err(io_err("stat", &real))?;
+        // SAFETY: openat2 just returned this descriptor; nothing else owns it.
+        let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        let meta = file.metadata().map_err(io_err("stat", path))?;
+        if meta.file_type().is_symlink() {
+            return Err(AclError::Symlink(path.to_path_buf()));
+        }
         let proc_path = CString::new(proc_fd_path(&file).into_os_string().into_encoded_bytes())
-            .map_err(|e| io_err("open", &real)(io::Error::new(ErrorKind::InvalidInput, e)))?;
+            .map_err(|e| io_err("open", path)(io::Error::new(ErrorKind::InvalidInput, e)))?;
         Ok(Some(Self {
             _file: file,
             proc_path,
-            real,
+            real: path.to_path_buf(),
             mode: meta.mode(),
             is_dir: meta.is_dir(),
         }))
@@ -851,47 +873,67 @@ mod tests {
         symlink("gcc-12", &r.join("usr/bin/gcc"));
         symlink("/usr/bin/gcc", &r.join("etc/alternatives/cc"));
         symlink("/etc/alternatives/cc", &r.join("usr/bin/cc"));
-        symlink("../../../../../../etc/passwd", &r.join("usr/bin/escape"));
+        symlink("../../../../../../etc", &r.join("usr/bin/escape-dir"));
         root
     }
 
     #[test]
-    fn resolve_in_root_follows_symlinks_inside_the_root() {
+    fn locate_follows_directory_symlinks_inside_the_root_only() {
         let root = fake_rootfs();
         let r = ok(fs::canonicalize(root.path()));
-        let resolve = |p: &str| resolve_in_root(&r, Path::new(p));
-        assert_eq!(ok(resolve("/bin/su")), r.join("usr/bin/su"));
-        assert_eq!(ok(resolve("/usr/bin/cc")), r.join("usr/bin/gcc-12"));
-        assert_eq!(ok(resolve("/")), r);
-        match resolve("/usr/bin/escape") {
-            Err(AclError::Missing(p)) => assert_eq!(p, r.join("usr/bin/escape")),
-            other => panic!("escaped the root: {other:?}"),
-        }
+        let at = |p: &str| ok(locate(&r, Path::new(p)));
+        let file = |p: &str| Located::File {
+            path: r.join(p),
+            links: 1,
+        };
+        assert_eq!(at("/bin/su"), file("usr/bin/su"));
+        assert_eq!(at("/usr/bin/gcc-12"), file("usr/bin/gcc-12"));
+        assert_eq!(
+            at("/usr/bin/cc"),
+            Located::Symlink {
+                target: "/etc/alternatives/cc".into()
+            }
+        );
+        assert_eq!(
+            at("/bin/gcc"),
+            Located::Symlink {
+                target: "gcc-12".into()
+            }
+        );
+        assert_eq!(at("/"), file(""));
+        assert_eq!(at("/nope"), Located::Missing);
+        assert_eq!(at("/usr/bin/su/below-a-file"), Located::Missing);
+        // `..` through a symlink stops at the root: this is the rootfs's /etc, not the host's.
+        assert_eq!(at("/usr/bin/escape-dir/passwd"), Located::Missing);
+        ok(fs::write(r.join("etc/passwd"), "root:x:0:0::/:/bin/sh\n"));
+        assert_eq!(at("/usr/bin/escape-dir/passwd"), file("etc/passwd"));
     }
 
     #[test]
-    fn deny_list_is_resolved_deduplicated_and_checked() {
+    fn hard_links_are_counted() {
         let root = fake_rootfs();
         let r = ok(fs::canonicalize(root.path()));
-        let list: Vec<PathBuf> = [
-            "/bin/su",
-            "/usr/bin/su",
-            "/usr/bin/cc",
-            "/usr/bin/gcc",
-            "/nope",
-        ]
-        .iter()
-        .map(PathBuf::from)
-        .collect();
+        ok(fs::hard_link(r.join("usr/bin/su"), r.join("usr/bin/su2")));
         assert_eq!(
-            ok(resolve_deny_list(&r, &list, true)),
-            vec![r.join("usr/bin/su"), r.join("usr/bin/gcc-12")]
+            ok(locate(&r, Path::new("/usr/bin/su2"))),
+            Located::File {
+                path: r.join("usr/bin/su2"),
+                links: 2
+            }
         );
-        let err = resolve_deny_list(&r, &list, false).map(|_| ()).err();
-        assert_eq!(
-            err.map(|e| e.to_string()).as_deref(),
-            Some("deny path /nope does not exist")
-        );
+    }
+
+    #[test]
+    fn deny_and_remove_refuse_to_follow_symlinks() {
+        let root = fake_rootfs();
+        let r = ok(fs::canonicalize(root.path()));
+        for p in [r.join("usr/bin/gcc"), r.join("bin/su")] {
+            match deny(&p, 5) {
+                Err(AclError::Symlink(got)) => assert_eq!(got, p),
+                other => panic!("{}: {other:?}", p.display()),
+            }
+            assert!(!ok(remove_user(&p, 5)), "nothing to remove through a link");
+        }
     }
 
     #[test]
@@ -1095,13 +1137,17 @@ mod tests {
         let link = dir.path().join("cat-link");
         symlink("cat", &link);
 
-        // Denied through the symlink: the real file gets the entry.
-        assert_eq!(ok(deny(&link, U1)), ok(fs::canonicalize(&bin)));
+        // Never through a symlink: the link is refused, the file stays as it was.
+        assert!(matches!(deny(&link, U1), Err(AclError::Symlink(_))));
+        assert_eq!(raw(&bin, Kind::Access), None);
+        assert!(ok(deny(&bin, U1)), "a new entry");
         assert_eq!(
             getfacl(&bin),
             format!("user::rwx\nuser:{U1}:---\ngroup::r-x\nmask::r-x\nother::r-x\n\n")
         );
         assert_eq!(mode(&bin), 0o755, "mode kept");
+        assert!(ok(has_user(&bin, U1)));
+        assert!(!ok(has_user(&bin, U2)));
 
         let exec_as = |uid: u32| {
             std::process::Command::new(&bin)
@@ -1123,7 +1169,7 @@ mod tests {
         assert!(read_ok, "{err}");
         // Denying twice changes nothing.
         let before = raw(&bin, Kind::Access);
-        ok(deny(&bin, U1));
+        assert!(!ok(deny(&bin, U1)));
         assert_eq!(raw(&bin, Kind::Access), before);
     }
 

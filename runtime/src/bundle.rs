@@ -94,6 +94,49 @@ pub fn rootfs(bundle: &Path, spec: &Spec) -> Result<PathBuf> {
     Ok(canonical)
 }
 
+/// Makes the directory `dest` (a path inside the sandbox) in `rootfs` where it is missing, as
+/// host root, each component resolved inside the rootfs (symlinks never lead out of it). A user
+/// namespace's init cannot create a mount point in a rootfs owned by host root; runc and
+/// libcontainer create missing ones in the rootfs as well.
+pub fn make_mount_point(rootfs: &Path, dest: &Path) -> Result<()> {
+    use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+    use nix::sys::stat::{mkdirat, Mode};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let root = fs::File::open(rootfs).map_err(|e| Error::io("open", rootfs, e))?;
+    let how = || {
+        OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS)
+    };
+    let mut done = PathBuf::from(".");
+    for part in dest.components().skip_while(|c| c.as_os_str() == "/") {
+        let next = done.join(part);
+        match openat2(root.as_raw_fd(), &next, how()) {
+            Ok(fd) => {
+                // SAFETY: openat2 just returned this descriptor; nothing else owns it.
+                drop(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+            Err(nix::errno::Errno::ENOENT) => {
+                let parent = openat2(root.as_raw_fd(), &done, how())
+                    .map_err(|e| Error::io("open", rootfs.join(&done), e.into()))?;
+                // SAFETY: openat2 just returned this descriptor; nothing else owns it.
+                let parent = unsafe { OwnedFd::from_raw_fd(parent) };
+                match mkdirat(
+                    Some(parent.as_raw_fd()),
+                    part.as_os_str(),
+                    Mode::from_bits_truncate(0o755),
+                ) {
+                    Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                    Err(e) => return Err(Error::io("mkdir", rootfs.join(&next), e.into())),
+                }
+            }
+            Err(e) => return Err(Error::io("open", rootfs.join(&next), e.into())),
+        }
+        done = next;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

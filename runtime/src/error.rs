@@ -62,6 +62,8 @@ pub enum Error {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Identity(#[from] crate::identity::IdentityError),
+    #[error(transparent)]
+    Acl(#[from] crate::acl::AclError),
     #[error("{0}")]
     Invalid(String),
 }

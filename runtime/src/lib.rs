@@ -18,6 +18,7 @@
 //! # Ok::<(), paddock_runtime::Error>(())
 //! ```
 
+pub mod access;
 pub mod acl;
 pub mod bundle;
 pub mod cgroups;

@@ -12,7 +12,10 @@
 
 use std::collections::HashMap;
 
-use oci_spec::runtime::{LinuxMemory, LinuxPidsBuilder, LinuxResources, Spec};
+use oci_spec::runtime::{
+    LinuxIdMapping, LinuxIdMappingBuilder, LinuxMemory, LinuxNamespace, LinuxNamespaceType,
+    LinuxPidsBuilder, LinuxResources, Spec,
+};
 
 use crate::cpu_pool::{CpuMode, CpuSet};
 use crate::error::{Error, Result};
@@ -27,6 +30,8 @@ pub const DISK_INODES: &str = "io.paddock.disk.inodes";
 pub const DISK_PATH: &str = "io.paddock.disk.path";
 pub const OOM: &str = "io.paddock.oom";
 pub const USER: &str = "io.paddock.user";
+pub const USERNS: &str = "io.paddock.userns";
+pub const ACL_DENY: &str = "io.paddock.acl.deny";
 pub const PIDS: &str = "io.paddock.pids";
 
 /// What happens when the kernel OOM-kills a process of the sandbox.
@@ -57,6 +62,10 @@ pub struct Annotations {
     pub disk_path: Option<std::path::PathBuf>,
     /// Keep the spec's user (`io.paddock.user=spec`) instead of leasing a pool identity.
     pub spec_user: bool,
+    /// A user namespace over a 65536-id range of the pool (`io.paddock.userns=true`).
+    pub userns: bool,
+    /// Paths, as the sandbox sees them, its identity may neither read nor execute.
+    pub acl_deny: Vec<std::path::PathBuf>,
     pub oom: OomPolicy,
     pub pids: Option<i64>,
     pub cpu: CpuMode,
@@ -80,6 +89,10 @@ pub struct Plan {
     pub disk: Option<Disk>,
     /// Whether the app runs as a host identity leased from the node's pool (the default).
     pub pool_user: bool,
+    /// Whether the sandbox gets a user namespace over a range leased from the pool.
+    pub userns: bool,
+    /// `io.paddock.acl.deny`: paths denied to the sandbox's identity besides the node's list.
+    pub deny: Vec<std::path::PathBuf>,
     /// The CPU mode, and the CPUs the spec asked for (kept within the node's shared pool).
     pub cpu: CpuMode,
     pub cpu_request: Option<CpuSet>,
@@ -148,6 +161,16 @@ pub fn parse_annotations(all: Option<&HashMap<String, String>>) -> Result<Annota
                     _ => return Err(bad("expected pool or spec")),
                 };
             }
+            USERNS => {
+                out.userns = match value.trim() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(bad("expected true or false")),
+                };
+            }
+            ACL_DENY => {
+                out.acl_deny = parse_deny_list(value).map_err(|e| bad(&e))?;
+            }
             OOM => {
                 out.oom = match value.trim() {
                     "kill" => OomPolicy::Kill,
@@ -166,6 +189,35 @@ pub fn parse_annotations(all: Option<&HashMap<String, String>>) -> Result<Annota
                 out.pids = Some(n);
             }
             _ => return Err(bad("unknown paddock annotation")),
+        }
+    }
+    Ok(out)
+}
+
+/// `io.paddock.acl.deny`: absolute paths separated by commas (blanks around them ignored),
+/// without `.` or `..` components. An empty value denies nothing.
+pub fn parse_deny_list(value: &str) -> std::result::Result<Vec<std::path::PathBuf>, String> {
+    if value.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut out: Vec<std::path::PathBuf> = Vec::new();
+    for (i, raw) in value.split(',').enumerate() {
+        let entry = raw.trim();
+        let p = std::path::Path::new(entry);
+        if entry.is_empty() {
+            return Err(format!("entry {} is empty", i + 1));
+        }
+        if !p.is_absolute() {
+            return Err(format!("{entry} is not an absolute path"));
+        }
+        if entry.contains('\0') || entry.split('/').any(|c| c == "." || c == "..") {
+            return Err(format!("{entry} has a . or .. component"));
+        }
+        if p.parent().is_none() {
+            return Err("/ cannot be denied".into());
+        }
+        if !out.iter().any(|o| o == p) {
+            out.push(p.to_path_buf());
         }
     }
     Ok(out)
@@ -360,6 +412,34 @@ pub fn plan(mut spec: Spec, id: &str, systemd: bool) -> Result<Plan> {
             reason: "io.paddock.disk.inodes and io.paddock.disk.path need a disk size".into(),
         });
     }
+    let has_userns = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| ns.iter().any(|n| n.typ() == LinuxNamespaceType::User));
+    if ann.userns && has_userns {
+        return Err(Error::Annotation {
+            key: USERNS.into(),
+            value: "true".into(),
+            reason: "the spec already has a user namespace".into(),
+        });
+    }
+    if !ann.acl_deny.is_empty() && ann.userns {
+        return Err(Error::Annotation {
+            key: ACL_DENY.into(),
+            value: String::new(),
+            reason: "not enforced with io.paddock.userns=true: inside the user namespace the \
+                     rootfs shows as owned by container root, which makes named-user entries moot"
+                .into(),
+        });
+    }
+    if !ann.acl_deny.is_empty() && ann.spec_user && !ann.userns {
+        return Err(Error::Annotation {
+            key: ACL_DENY.into(),
+            value: String::new(),
+            reason: "needs a pool identity (io.paddock.user=spec keeps the spec's user)".into(),
+        });
+    }
     let disk = ann.disk.map(|bytes| Disk {
         bytes,
         inodes: ann.disk_inodes,
@@ -373,6 +453,8 @@ pub fn plan(mut spec: Spec, id: &str, systemd: bool) -> Result<Plan> {
         oom: ann.oom,
         disk,
         pool_user: !ann.spec_user,
+        userns: ann.userns,
+        deny: ann.acl_deny,
         cpu: ann.cpu,
         cpu_request,
         app_cpu: ann.app_cpu,
@@ -446,6 +528,59 @@ pub fn run_as(spec: &mut Spec, uid: u32, gid: u32) {
         user.set_uid(uid);
         user.set_gid(gid);
         user.set_additional_gids(None);
+        process.set_user(user);
+        spec.set_process(Some(process));
+    }
+    unprivileged(spec);
+}
+
+/// Puts the sandbox in a user namespace over the leased range `base .. base + count`: container
+/// id 0 is host id `base`. The process keeps the spec's user (an id inside the namespace) and,
+/// as a pool identity does, runs with no capabilities and `no_new_privs`.
+pub fn map_userns(spec: &mut Spec, base: u32, count: u32) -> Result<()> {
+    let map = LinuxIdMappingBuilder::default()
+        .container_id(0u32)
+        .host_id(base)
+        .size(count)
+        .build()
+        .map_err(|e| Error::Invalid(format!("user namespace mapping {base}+{count}: {e}")))?;
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    let mut namespaces = linux.namespaces().clone().unwrap_or_default();
+    let mut user_ns = LinuxNamespace::default();
+    user_ns.set_typ(LinuxNamespaceType::User);
+    namespaces.push(user_ns);
+    linux.set_namespaces(Some(namespaces));
+    linux.set_uid_mappings(Some(vec![map]));
+    linux.set_gid_mappings(Some(vec![map]));
+    spec.set_linux(Some(linux));
+    unprivileged(spec);
+    Ok(())
+}
+
+/// The host uid and gid the sandbox's process runs as: its spec user, through the user
+/// namespace's mappings when it has them (an unmapped id is `None`).
+pub fn host_user(spec: &Spec) -> Option<(u32, u32)> {
+    let user = spec.process().as_ref()?.user().clone();
+    let linux = spec.linux().as_ref();
+    let through = |id: u32, maps: Option<&Vec<LinuxIdMapping>>| match maps {
+        Some(maps) if !maps.is_empty() => maps.iter().find_map(|m| {
+            let off = id.checked_sub(m.container_id())?;
+            (off < m.size())
+                .then(|| m.host_id().checked_add(off))
+                .flatten()
+        }),
+        _ => Some(id),
+    };
+    Some((
+        through(user.uid(), linux.and_then(|l| l.uid_mappings().as_ref()))?,
+        through(user.gid(), linux.and_then(|l| l.gid_mappings().as_ref()))?,
+    ))
+}
+
+/// No capabilities in any set, `no_new_privs`, umask 077.
+fn unprivileged(spec: &mut Spec) {
+    if let Some(mut process) = spec.process().clone() {
+        let mut user = process.user().clone();
         user.set_umask(Some(0o077));
         process.set_user(user);
         let none = oci_spec::runtime::Capabilities::new();
@@ -925,6 +1060,111 @@ mod tests {
             .err()
             .map(|e| e.to_string());
         assert!(e.is_some_and(|e| e.contains(CPU) && e.contains("conflicts")));
+    }
+
+    #[test]
+    fn deny_list_annotation() {
+        let p = plan(
+            spec_with(&[(ACL_DENY, " /usr/bin/su, /opt/x ,/usr/bin/su")], None),
+            "a",
+            false,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            p.deny,
+            vec![
+                std::path::PathBuf::from("/usr/bin/su"),
+                std::path::PathBuf::from("/opt/x")
+            ]
+        );
+        assert!(parse_deny_list("  ")
+            .unwrap_or_else(|e| panic!("{e}"))
+            .is_empty());
+        for (value, want) in [
+            ("usr/bin/su", "usr/bin/su is not an absolute path"),
+            ("/a,,/b", "entry 2 is empty"),
+            ("/a,", "entry 2 is empty"),
+            ("/usr/../etc/shadow", "has a . or .. component"),
+            ("/usr/./bin", "has a . or .. component"),
+            ("/", "/ cannot be denied"),
+        ] {
+            match plan(spec_with(&[(ACL_DENY, value)], None), "a", false) {
+                Ok(_) => panic!("{value} accepted"),
+                Err(e) => {
+                    let e = e.to_string();
+                    assert!(e.starts_with("annotation io.paddock.acl.deny="), "{e}");
+                    assert!(e.ends_with(want), "{e} (wanted {want})");
+                }
+            }
+        }
+        let e = plan(
+            spec_with(&[(ACL_DENY, "/x"), (USER, "spec")], None),
+            "a",
+            false,
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(e.contains("needs a pool identity"), "{e}");
+    }
+
+    #[test]
+    fn userns_annotation_and_mapping() {
+        let p = plan(spec_with(&[(USERNS, "true")], None), "a", false)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(p.userns);
+        assert!(!plan(spec_with(&[], None), "a", false)
+            .map(|p| p.userns)
+            .unwrap_or(true));
+        assert!(plan(spec_with(&[(USERNS, "yes")], None), "a", false).is_err());
+
+        let mut spec = p.spec;
+        assert_eq!(host_user(&spec), Some((0, 0)), "no mapping: the spec's ids");
+        ok(map_userns(&mut spec, 2_139_029_504, 65536));
+        let linux = spec.linux().clone().unwrap_or_default();
+        let ns = linux.namespaces().clone().unwrap_or_default();
+        assert_eq!(
+            ns.iter()
+                .filter(|n| n.typ() == LinuxNamespaceType::User)
+                .count(),
+            1
+        );
+        for maps in [linux.uid_mappings(), linux.gid_mappings()] {
+            let m = maps.clone().unwrap_or_default();
+            assert_eq!(m.len(), 1);
+            assert_eq!(
+                (m[0].container_id(), m[0].host_id(), m[0].size()),
+                (0, 2_139_029_504, 65536)
+            );
+        }
+        assert_eq!(host_user(&spec), Some((2_139_029_504, 2_139_029_504)));
+        let mut process = spec.process().clone().unwrap_or_default();
+        let caps = process.capabilities().clone().unwrap_or_default();
+        assert_eq!(caps.bounding().as_ref().map(|s| s.len()), Some(0));
+        assert_eq!(process.no_new_privileges(), Some(true));
+        let mut user = process.user().clone();
+        user.set_uid(1000);
+        user.set_gid(70000);
+        process.set_user(user);
+        spec.set_process(Some(process));
+        assert_eq!(host_user(&spec), None, "gid 70000 is not mapped");
+
+        // A spec with its own user namespace cannot get paddock's.
+        let mut own = spec_with(&[(USERNS, "true")], None);
+        let mut l = own.linux().clone().unwrap_or_default();
+        let mut user_ns = LinuxNamespace::default();
+        user_ns.set_typ(LinuxNamespaceType::User);
+        l.set_namespaces(Some(vec![user_ns]));
+        own.set_linux(Some(l));
+        let e = plan(own, "a", false)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("already has a user namespace"), "{e}");
+    }
+
+    fn ok<T>(r: Result<T>) -> T {
+        r.unwrap_or_else(|e| panic!("{e}"))
     }
 
     #[test]

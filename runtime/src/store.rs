@@ -38,6 +38,9 @@ pub struct IdentityRef {
     pub uid: u32,
     pub gid: u32,
     pub lease_dir: PathBuf,
+    /// Ids of the lease from `uid` on, for a user namespace (container id 0 is `uid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<u32>,
 }
 
 /// What paddock remembers of a sandbox.
@@ -58,6 +61,9 @@ pub struct Record {
     /// The pool identity the sandbox runs as, unless its spec's user was kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<IdentityRef>,
+    /// ACL entries paddock added for the sandbox (written before they are).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<crate::access::AccessRef>,
     /// The node's CPU registry the sandbox is registered in (`[cpu] state_dir` at create).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_state: Option<PathBuf>,
@@ -187,6 +193,7 @@ mod tests {
             app: Some("default".into()),
             volume: None,
             identity: None,
+            access: None,
             cpu_state: None,
         };
         store.write(&rec).unwrap_or_else(|e| panic!("{e}"));

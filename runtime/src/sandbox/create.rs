@@ -6,6 +6,8 @@ use libcontainer::syscall::syscall::SyscallType;
 use paddock_quota::Owner;
 
 use super::{delete, NodeLock};
+use crate::access;
+use crate::acl;
 use crate::bundle;
 use crate::cgroups::{Layout, SandboxCgroup};
 use crate::config::NodeConfig;
@@ -71,6 +73,7 @@ pub fn create(root: &Path, sandbox: &str, opts: &CreateOptions) -> Result<i32> {
     }
 
     // Every sandbox is under the node's CPU policy, so the node config is always read.
+    let identity_wanted = plan.pool_user || plan.userns;
     let config = Some(NodeConfig::load_default()?);
     let key = store::node_key(root, sandbox);
     let volume = match (&plan.disk, &config) {
@@ -89,29 +92,43 @@ pub fn create(root: &Path, sandbox: &str, opts: &CreateOptions) -> Result<i32> {
         _ => None,
     };
 
+    // Checked before anything exists: a bad deny path or an unreachable rootfs leaves nothing.
+    let deny = match (&config, identity_wanted) {
+        (Some(config), true) => {
+            if plan.userns {
+                let mut paths: Vec<&Path> = vec![&rootfs, root];
+                // A bind source itself needs no search, the directories above it do.
+                paths.extend(access::bind_sources(&plan.spec).filter_map(Path::parent));
+                if let Some(parent) = volume.as_ref().and_then(|(v, _, _)| v.store.parent()) {
+                    paths.push(parent);
+                }
+                access::check_reachable(&paths)?;
+            }
+            if plan.userns {
+                // Not enforceable there (see policy): the node list is not applied either.
+                Vec::new()
+            } else {
+                access::deny_targets(&plan.spec, &rootfs, &plan.deny, &config.acl.deny)?
+            }
+        }
+        _ => Vec::new(),
+    };
+
     let layout = Layout::detect()?;
     let cpu_node = cpu::Node::new(&config.as_ref().map(|c| c.cpu.clone()).unwrap_or_default())?;
     let record_dir = store.create(sandbox)?;
-    let identity = match (&config, plan.pool_user) {
-        (Some(config), true) => {
-            match identity::pool(&config.identity).lease(&key, LeaseKind::Single) {
-                Ok(lease) => {
-                    policy::run_as(&mut plan.spec, lease.uid, lease.gid);
-                    Some(IdentityRef {
-                        uid: lease.uid,
-                        gid: lease.gid,
-                        lease_dir: config.identity.lease_dir.clone(),
-                    })
-                }
-                Err(e) => {
-                    let _ = store.remove(sandbox);
-                    return Err(e.into());
-                }
+    let identity = match (&config, identity_wanted) {
+        (Some(config), true) => match lease_identity(&mut plan, config, &key) {
+            Ok(idr) => Some(idr),
+            Err(e) => {
+                let _ = identity::pool(&config.identity).release(&key);
+                let _ = store.remove(sandbox);
+                return Err(e);
             }
-        }
+        },
         _ => None,
     };
-    let record = Record {
+    let mut record = Record {
         id: sandbox.to_string(),
         bundle: bundle_dir,
         rootfs,
@@ -119,13 +136,25 @@ pub fn create(root: &Path, sandbox: &str, opts: &CreateOptions) -> Result<i32> {
         app: plan.app.clone(),
         volume: volume.as_ref().map(|(v, _, _)| v.clone()),
         identity,
+        access: None,
         cpu_state: config.as_ref().map(|c| c.cpu.state_dir.clone()),
     };
+    let admin_gid = config.as_ref().and_then(|c| c.acl.admin_gid);
     let result = store
         .write(&record)
         .and_then(|()| cpu::place(&cpu_node, &layout, &key, sandbox, &record_dir, &mut plan))
+        .and_then(|()| deny_paths(&store, &mut record, &plan.spec, &deny, config.as_ref()))
         .and_then(|()| match &volume {
-            Some((vref, d, dest)) => attach_volume(&mut plan.spec, vref, d, dest),
+            Some((vref, d, dest)) => {
+                let path = attach_volume(&mut plan.spec, vref, d, dest, admin_gid)?;
+                match (plan.userns, config.as_ref()) {
+                    (true, Some(config)) => {
+                        bundle::make_mount_point(&record.rootfs, dest)?;
+                        reach_volume(&store, &mut record, &plan.spec, config, &vref.store, &path)
+                    }
+                    _ => Ok(()),
+                }
+            }
             None => Ok(()),
         })
         .and_then(|()| write_spec(&record_dir, &plan.spec))
@@ -149,6 +178,90 @@ pub fn create(root: &Path, sandbox: &str, opts: &CreateOptions) -> Result<i32> {
             Err(err)
         }
     }
+}
+
+/// Leases the sandbox's identity (a range for a user namespace) and makes the spec run as it.
+fn lease_identity(plan: &mut policy::Plan, config: &NodeConfig, key: &str) -> Result<IdentityRef> {
+    let kind = if plan.userns {
+        LeaseKind::Userns
+    } else {
+        LeaseKind::Single
+    };
+    let lease = identity::pool(&config.identity).lease(key, kind)?;
+    if plan.userns {
+        policy::map_userns(&mut plan.spec, lease.uid, lease.count)?;
+    } else {
+        policy::run_as(&mut plan.spec, lease.uid, lease.gid);
+    }
+    Ok(IdentityRef {
+        uid: lease.uid,
+        gid: lease.gid,
+        lease_dir: config.identity.lease_dir.clone(),
+        range: plan.userns.then_some(lease.count),
+    })
+}
+
+/// Denies `targets` to the sandbox's host uids (its identity; in a user namespace also the
+/// app's user), recording them in the sandbox record before adding them.
+fn deny_paths(
+    store: &Store,
+    record: &mut Record,
+    spec: &oci_spec::runtime::Spec,
+    targets: &[PathBuf],
+    config: Option<&NodeConfig>,
+) -> Result<()> {
+    let (Some(uids), Some(config)) = (sandbox_uids(record, spec), config) else {
+        return Ok(());
+    };
+    if targets.is_empty() {
+        return Ok(());
+    }
+    let lock = access::lock_file(&config.identity.lease_dir);
+    let aref = access::deny_all(&uids, targets, &lock, |aref| {
+        record.access = Some(aref.clone());
+        store.write(record)
+    })?;
+    record.access = Some(aref);
+    Ok(())
+}
+
+/// The host uids ACL entries name for the sandbox: its identity (a user namespace's root) and
+/// the host uid of its process user, when another.
+fn sandbox_uids(record: &Record, spec: &oci_spec::runtime::Spec) -> Option<Vec<u32>> {
+    let mut uids = vec![record.identity.as_ref()?.uid];
+    if let Some((uid, _)) = policy::host_user(spec) {
+        if !uids.contains(&uid) {
+            uids.push(uid);
+        }
+    }
+    Some(uids)
+}
+
+/// A user namespace's init is an unprivileged host uid: let it through the quota store's
+/// private directories down to its own volume (recorded before added, removed at delete).
+fn reach_volume(
+    store: &Store,
+    record: &mut Record,
+    spec: &oci_spec::runtime::Spec,
+    config: &NodeConfig,
+    quota_store: &Path,
+    volume: &Path,
+) -> Result<()> {
+    let Some(uids) = sandbox_uids(record, spec) else {
+        return Ok(());
+    };
+    let mut aref = record.access.clone().unwrap_or_else(|| access::AccessRef {
+        uids,
+        denied: Vec::new(),
+        searchable: Vec::new(),
+        lock: access::lock_file(&config.identity.lease_dir),
+    });
+    access::allow_search_to(&mut aref, quota_store, volume, |a| {
+        record.access = Some(a.clone());
+        store.write(record)
+    })?;
+    record.access = Some(aref);
+    Ok(())
 }
 
 /// What paddock adds around the engine once the init exists: app-level memory, the v2 OOM
@@ -214,26 +327,24 @@ fn write_spec(dir: &Path, spec: &oci_spec::runtime::Spec) -> Result<()> {
     fs::write(&path, data).map_err(|e| Error::io("write", path, e))
 }
 
-/// Creates the sandbox's quota volume, owned by its user, and mounts it into the spec.
+/// Creates the sandbox's quota volume, private to its user on the host (owner, mode 0700, ACLs
+/// granting that user and the admin group only), and mounts it into the spec.
 fn attach_volume(
     spec: &mut oci_spec::runtime::Spec,
     vref: &disk::VolumeRef,
     d: &policy::Disk,
     dest: &Path,
-) -> Result<()> {
-    let owner = spec
-        .process()
-        .as_ref()
-        .map(|p| Owner {
-            uid: p.user().uid(),
-            gid: p.user().gid(),
-        })
-        .unwrap_or(Owner { uid: 0, gid: 0 });
-    let volume = disk::create(vref, d, owner)?;
+    admin_gid: Option<u32>,
+) -> Result<PathBuf> {
+    let (uid, gid) = policy::host_user(spec).ok_or_else(|| {
+        Error::Invalid("process.user is not mapped in the sandbox's user namespace".into())
+    })?;
+    let volume = disk::create(vref, d, Owner { uid, gid })?;
+    acl::grant_only(&volume.path, uid, gid, admin_gid)?;
     let mut mounts = spec.mounts().clone().unwrap_or_default();
     mounts.push(disk::mount(&volume, dest)?);
     spec.set_mounts(Some(mounts));
-    Ok(())
+    Ok(volume.path)
 }
 
 /// The spec's seccomp profile compiled for this machine (policy gave every spec one).

@@ -3,6 +3,7 @@ use std::path::Path;
 use libcontainer::container::ContainerStatus;
 
 use super::{wrong_state, Loaded, NodeLock};
+use crate::access;
 use crate::config::NodeConfig;
 use crate::disk;
 use crate::error::{Error, Result};
@@ -76,6 +77,10 @@ pub fn delete(root: &Path, sandbox: &str, force: bool) -> Result<()> {
     // The sandbox's processes are gone, so nothing holds its volume any more.
     if let Some(vref) = loaded.record.as_ref().and_then(|r| r.volume.as_ref()) {
         disk::remove(vref)?;
+    }
+    // Deny entries go before the identity does: a new holder of the uid inherits none of them.
+    if let Some(aref) = loaded.record.as_ref().and_then(|r| r.access.as_ref()) {
+        access::remove(aref)?;
     }
     // Only now may another sandbox get the identity: nothing runs as it, nothing it owned is left.
     release_identity(root, sandbox, loaded.record.as_ref())?;

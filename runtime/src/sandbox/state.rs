@@ -40,6 +40,9 @@ pub struct SandboxState {
 pub struct Identity {
     pub uid: u32,
     pub gid: u32,
+    /// In a user namespace: the number of ids mapped from `uid` on (container root is `uid`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub range: Option<u32>,
 }
 
 /// Why a sandbox stopped.
@@ -133,6 +136,7 @@ pub fn state(root: &Path, sandbox: &str) -> Result<SandboxState> {
             .map(|i| Identity {
                 uid: i.uid,
                 gid: i.gid,
+                range: i.range,
             }),
         oom_kills,
         ended,
