@@ -11,6 +11,20 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 scripts/install-deps.sh
 
+# The build needs about 7 GiB beside the repo and the tests make loop images (up to a few
+# hundred MiB each) under the temporary directory: refuse a machine that cannot hold them,
+# rather than failing halfway with a misleading test error.
+need_space() { # <dir> <GiB>
+  local avail
+  avail=$(df -Pk "$1" | awk 'NR==2 {print $4}')
+  if [ "$avail" -lt $(($2 * 1024 * 1024)) ]; then
+    echo "test.sh: $1 has $((avail / 1024)) MiB free; the suite needs $2 GiB there" >&2
+    exit 1
+  fi
+}
+if [ -d target/debug ]; then need_space . 3; else need_space . 8; fi
+need_space "${TMPDIR:-/tmp}" 2
+
 leftovers() {
   { find /sys/fs/cgroup/*/paddock /sys/fs/cgroup/paddock -mindepth 1 -type d 2>/dev/null || true
     grep paddock /proc/self/mountinfo | awk '{print "mount " $5}' || true
