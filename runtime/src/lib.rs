@@ -31,6 +31,7 @@ pub mod executor;
 pub mod id;
 pub mod identity;
 pub mod memory;
+pub mod migration;
 pub mod monitor;
 pub mod network;
 pub mod oom;

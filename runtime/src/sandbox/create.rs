@@ -18,6 +18,7 @@ use crate::executor::SandboxExecutor;
 use crate::id;
 use crate::identity::{self, LeaseKind};
 use crate::memory;
+use crate::migration;
 use crate::monitor;
 use crate::network;
 use crate::policy;
@@ -55,6 +56,9 @@ pub fn create(root: &Path, sandbox: &str, opts: &CreateOptions) -> Result<i32> {
     if store.exists(sandbox) {
         return Err(Error::Exists(sandbox.to_string()));
     }
+    let layout = Layout::detect()?;
+    // The engine's first cgroup move waits for a grace period: let it run alongside the rest.
+    let warmup = migration::Warmup::start(&layout);
     let bundle_dir = fs::canonicalize(&opts.bundle).map_err(|e| Error::Bundle {
         path: opts.bundle.clone(),
         reason: match e.kind() {
@@ -114,7 +118,6 @@ pub fn create(root: &Path, sandbox: &str, opts: &CreateOptions) -> Result<i32> {
         _ => Vec::new(),
     };
 
-    let layout = Layout::detect()?;
     let cpu_node = cpu::Node::new(&config.as_ref().map(|c| c.cpu.clone()).unwrap_or_default())?;
     let record_dir = store.create(sandbox)?;
     let identity = match (&config, identity_wanted) {
@@ -158,13 +161,17 @@ pub fn create(root: &Path, sandbox: &str, opts: &CreateOptions) -> Result<i32> {
             None => Ok(()),
         })
         .and_then(|()| write_spec(&record_dir, &plan.spec))
-        .and_then(|()| build(root, sandbox, &record_dir, opts, plan.app.is_some(), filter))
+        .and_then(|()| {
+            let built = build(root, sandbox, &record_dir, opts, plan.app.is_some(), filter);
+            warmup.finish();
+            built
+        })
         .and_then(|pid| {
             tracing::debug!(id = sandbox, pid, "engine created the init");
             if new_network_namespace(&plan.spec) {
                 network::loopback_up(pid)?;
             }
-            settle(&record, &plan, &record_dir, pid)?;
+            settle(&layout, &record, &plan, &record_dir, pid)?;
             cpu::settle(&cpu_node, &layout, &key)?;
             tracing::debug!(id = sandbox, "settled");
             Ok(pid)
@@ -266,8 +273,14 @@ fn reach_volume(
 
 /// What paddock adds around the engine once the init exists: app-level memory, the v2 OOM
 /// group, and the monitor (exit status, OOM events, OOM policy).
-fn settle(record: &Record, plan: &policy::Plan, record_dir: &Path, init: i32) -> Result<()> {
-    let cg = SandboxCgroup::new(Layout::detect()?, &record.cgroups_path);
+fn settle(
+    layout: &Layout,
+    record: &Record,
+    plan: &policy::Plan,
+    record_dir: &Path,
+    init: i32,
+) -> Result<()> {
+    let cg = SandboxCgroup::new(layout.clone(), &record.cgroups_path);
     let app_cgroup = plan
         .app
         .as_ref()
