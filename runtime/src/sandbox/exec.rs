@@ -48,6 +48,8 @@ pub fn exec(root: &Path, sandbox: &str, opts: &ExecOptions) -> Result<i32> {
             ));
         }
     }
+    // As in create: the process's cgroup move need not wait for a grace period of its own.
+    let warmup = crate::migration::Warmup::start(&crate::cgroups::Layout::detect()?);
     // The sandbox's own profile applies to processes exec'd into it, and without --user they
     // run as the sandbox's user (its pool identity), as runc does; libcontainer alone would
     // pick uid 0.
@@ -90,6 +92,7 @@ pub fn exec(root: &Path, sandbox: &str, opts: &ExecOptions) -> Result<i32> {
         .with_group(group)
         .with_additional_gids(opts.additional_gids.clone())
         .build()
-        .map_err(|e| fail(&e))?;
-    Ok(pid.as_raw())
+        .map_err(|e| fail(&e));
+    warmup.finish();
+    Ok(pid?.as_raw())
 }
