@@ -794,10 +794,12 @@ fn on_terminal(cmd: &std::process::Command, rows: u16, cols: u16) -> std::proces
         .unwrap()
 }
 
-/// What the process prints: its terminal's size once it is no longer 0x0 (the size a new
-/// terminal has until the shim's ResizePty sets it), within 5 s.
-const PRINT_SIZE: &str = "i=0; while [ \"$(stty size)\" = \"0 0\" ] && [ $i -lt 100 ]; do \
-                          sleep 0.05; i=$((i+1)); done; echo \"size=$(stty size)\"";
+/// What the process prints: its terminal's size once it is known and no longer 0x0 (a new
+/// terminal's size until the shim's ResizePty sets it; busybox `stty size` fails on 0x0),
+/// within 5 s.
+const PRINT_SIZE: &str = "i=0; until s=$(stty size 2>/dev/null) && [ -n \"$s\" ] && \
+                          [ \"$s\" != \"0 0\" ]; do [ $i -ge 100 ] && break; sleep 0.05; \
+                          i=$((i+1)); done; echo \"size=$s\"";
 
 /// Update through containerd's API reaches the sandbox's cgroup (and bad updates are refused
 /// with the reason, changing nothing); ResizePty reaches the terminal of a task and of an exec;
@@ -881,6 +883,14 @@ fn shim_update_resize_and_kill_all() {
     let both = exec_sleep("e1");
     assert_eq!(both.len(), 2, "init and exec: {both:?}");
     let exec_pid = *both.iter().find(|p| **p != pid).unwrap();
+    // both start with no signal blocked (not the shim's own mask)
+    for p in [pid, exec_pid] {
+        assert!(
+            signal_masks(p).contains("SigBlk:\t0000000000000000"),
+            "pid {p}: {}",
+            signal_masks(p)
+        );
+    }
     ok(&ctd, &["tasks", "kill", "-s", "SIGTERM", id]);
     thread::sleep(Duration::from_millis(500));
     assert_eq!(
@@ -890,7 +900,12 @@ fn shim_update_resize_and_kill_all() {
     );
     ok(&ctd, &["tasks", "kill", "--all", "-s", "SIGTERM", id]);
     let left = wait_pids(&ctd, id, 1);
-    assert_eq!(left, [pid], "kill --all SIGTERM: the exec must be gone");
+    assert_eq!(
+        left,
+        [pid],
+        "kill --all SIGTERM: the exec must be gone; its signal masks: {}",
+        signal_masks(exec_pid)
+    );
     assert_eq!(task_status(&ctd, id).unwrap().1, "RUNNING");
     assert!(!alive(exec_pid), "the exec outlived kill --all");
     // and SIGKILL to all: init and a new exec both die, the task stops
@@ -901,7 +916,8 @@ fn shim_update_resize_and_kill_all() {
     for p in &both {
         assert!(!alive(*p), "pid {p} outlived kill --all");
     }
-    remove(&ctd, id);
+    ok(&ctd, &["tasks", "delete", id]);
+    ok(&ctd, &["containers", "rm", id]);
 
     // ResizePty: ctr sends its console's size; the task sees it on its terminal
     let run = ctd.ctr_run_command(&["--rm", "-t", &image, "sized", "sh", "-c", PRINT_SIZE]);
@@ -932,8 +948,6 @@ fn shim_update_resize_and_kill_all() {
         "ctr task exec -t: {out:?}\n{}",
         ctd.log_tail(30)
     );
-    ok(&ctd, &["tasks", "kill", "-s", "SIGKILL", "term"]);
-    wait_task_stopped(&ctd, "term", Duration::from_secs(10)).unwrap();
     remove(&ctd, "term");
     assert_gone(&ctd, &[id, "sized", "term"]);
     assert_clean(ctd);
@@ -948,4 +962,14 @@ fn alive(pid: u32) -> bool {
             Some('Z') | Some('X')
         )
     })
+}
+
+/// The `Sig*` lines of a process's status (blocked, ignored, caught signals).
+fn signal_masks(pid: u32) -> String {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("Sig") || l.starts_with("ShdPnd"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
