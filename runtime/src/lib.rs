@@ -42,6 +42,7 @@ pub mod signal;
 pub mod stats;
 pub mod store;
 pub mod teardown;
+pub mod userns;
 
 pub use error::Error;
 

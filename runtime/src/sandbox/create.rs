@@ -104,12 +104,8 @@ pub fn create(root: &Path, sandbox: &str, opts: &CreateOptions) -> Result<i32> {
                 }
                 access::check_reachable(&paths)?;
             }
-            if plan.userns {
-                // Not enforceable there (see policy): the node list is not applied either.
-                Vec::new()
-            } else {
-                access::deny_targets(&plan.spec, &rootfs, &plan.deny, &config.acl.deny)?
-            }
+            let pool = config.identity.base..=config.identity.last();
+            access::deny_targets(&plan.spec, &rootfs, &plan.deny, &config.acl.deny, &pool)?
         }
         _ => Vec::new(),
     };

@@ -27,7 +27,9 @@ pub struct ExecOptions {
     pub detach: bool,
 }
 
-/// Runs an extra process in a created or running sandbox and returns its pid.
+/// Runs an extra process in a created or running sandbox and returns its pid. For a sandbox
+/// with a user namespace the calling process first joins that namespace (it must be
+/// single-threaded: the `paddock` command is), so that the process runs as the sandbox's ids.
 pub fn exec(root: &Path, sandbox: &str, opts: &ExecOptions) -> Result<i32> {
     let loaded = Loaded::open(root, sandbox)?;
     let status = loaded.status();
@@ -69,6 +71,10 @@ pub fn exec(root: &Path, sandbox: &str, opts: &ExecOptions) -> Result<i32> {
         (None, Some(u)) => (Some(u.uid()), opts.group.or(Some(u.gid()))),
         _ => (opts.user, opts.group),
     };
+    // libcontainer's tenant does not join the init's user namespace: paddock does (userns.rs).
+    if let Some(init) = loaded.container.as_ref().and_then(|c| c.pid()) {
+        crate::userns::join_of(init.as_raw())?;
+    }
     let fail = |e: &(dyn std::error::Error + 'static)| Error::container("exec in", sandbox, e);
     let pid = ContainerBuilder::new(sandbox.to_string(), SyscallType::default())
         .with_root_path(root)
