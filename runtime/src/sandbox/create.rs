@@ -110,6 +110,7 @@ pub fn create(root: &Path, sandbox: &str, opts: &CreateOptions) -> Result<i32> {
         _ => Vec::new(),
     };
 
+    super::drop_caller_groups()?;
     let layout = Layout::detect()?;
     let cpu_node = cpu::Node::new(&config.as_ref().map(|c| c.cpu.clone()).unwrap_or_default())?;
     let record_dir = store.create(sandbox)?;

@@ -71,6 +71,7 @@ pub fn exec(root: &Path, sandbox: &str, opts: &ExecOptions) -> Result<i32> {
         (None, Some(u)) => (Some(u.uid()), opts.group.or(Some(u.gid()))),
         _ => (opts.user, opts.group),
     };
+    super::drop_caller_groups()?;
     // libcontainer's tenant does not join the init's user namespace: paddock does (userns.rs).
     if let Some(init) = loaded.container.as_ref().and_then(|c| c.pid()) {
         crate::userns::join_of(init.as_raw())?;
