@@ -14,9 +14,11 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-step "building paddock and paddock-stager"
-cargo build -q --locked -p paddock-runtime -p paddock-stager
+step "building paddock, its containerd shim and paddock-stager"
+cargo build -q --locked -p paddock-runtime -p containerd-shim-paddock -p paddock-stager
 bin=$PWD/target/debug
+# containerd finds the shim (containerd-shim-paddock-v2) on its PATH; the shim runs the
+# paddock next to it
 export PATH="$bin:$PATH"
 
 address=${CONTAINERD_ADDRESS:-/run/containerd/containerd.sock}
@@ -27,18 +29,33 @@ cleanup() {
   return 0
 }
 trap cleanup EXIT
-if ctr --address "$address" version >/dev/null 2>&1; then
+system_has_shim() {
+  # the system containerd's PATH, as systemd gives it, must hold the shim
+  local d
+  for d in /usr/local/sbin /usr/local/bin /usr/sbin /usr/bin /sbin /bin; do
+    [ -x "$d/containerd-shim-paddock-v2" ] && return 0
+  done
+  return 1
+}
+if ctr --address "$address" version >/dev/null 2>&1 && system_has_shim; then
   step "using the containerd at $address"
 else
   private=/run/paddock-demo-containerd
-  step "no containerd answers at $address: starting a private one in $private"
+  if ctr --address "$address" version >/dev/null 2>&1; then
+    step "the containerd at $address cannot find containerd-shim-paddock-v2 (see README): starting a private one in $private"
+  else
+    step "no containerd answers at $address: starting a private one in $private"
+  fi
   address=$(scripts/containerd.sh start "$private")
 fi
-# Instances run through containerd's runc shim, which execs paddock (BinaryName).
-stager=("$bin/paddock-stager" --address "$address" --runtime io.containerd.runc.v2 --runtime-binary "$bin/paddock")
+# Instances run through paddock's own shim: runtime io.containerd.paddock.v2 (the stager's
+# default).
+stager=("$bin/paddock-stager" --address "$address" --runtime io.containerd.paddock.v2)
 
 step "paddock-stager stage examples/hello"
-droplet=$("${stager[@]}" stage examples/hello | tee /dev/stderr | tail -1)
+staged=$("${stager[@]}" stage examples/hello)
+printf '%s\n' "$staged"
+droplet=${staged##*$'\n'}
 
 step "paddock-stager run $droplet --name hello --instances 2 --memory 64M --disk 64M"
 "${stager[@]}" run "$droplet" --name hello --instances 2 --memory 64M --disk 64M
@@ -51,14 +68,18 @@ done
 step "paddock-stager ps hello"
 "${stager[@]}" ps hello
 
+step "the shims serving them (containerd-shim-paddock-v2: pid, resident KiB)"
+ps -eo pid=,rss=,args= | awk -v a="$address" '$3 ~ /containerd-shim-paddock-v2$/ && index($0, a) {print $1, $2 " KiB"}'
+
 step "paddock-stager logs hello --index 0"
 "${stager[@]}" logs hello --index 0
 
 step "paddock-stager stop hello"
 "${stager[@]}" stop hello
 
-step "what is left of the app: containers, cgroups, network namespaces, the bridge"
+step "what is left of the app: containers, cgroups, network namespaces, the bridge, port mappings"
 echo "containers: $(ctr --address "$address" -n paddock containers ls -q | wc -l)," \
   "cgroup dirs: $( (find /sys/fs/cgroup/*/paddock/hello -maxdepth 0 2>/dev/null || true) | wc -l)," \
   "netns: $(ls /run/paddock-stager/netns 2>/dev/null | wc -l)," \
-  "bridge paddock0: $(ip link show paddock0 >/dev/null 2>&1 && echo present || echo gone)"
+  "bridge paddock0: $(ip link show paddock0 >/dev/null 2>&1 && echo present || echo gone)," \
+  "CNI nat rules: $(iptables -w -t nat -S | grep -c CNI || true)"

@@ -30,6 +30,16 @@ leftovers() {
     grep paddock /proc/self/mountinfo | awk '{print "mount " $5}' || true
     losetup -a 2>/dev/null | grep paddock | sed 's/^/loop /' || true
     find /run/paddock/containerd -mindepth 1 -maxdepth 1 2>/dev/null | sed 's/^/shim state /' || true
+    # instance networking (paddock-stager): CNI nat rules and chains, paddock bridges and the
+    # veths on them, network namespaces bind-mounted in a netns directory
+    iptables -w -t nat -S 2>/dev/null | grep CNI | sed 's/^/nat /' || true
+    for dev in /sys/class/net/*; do
+      name=${dev##*/}
+      case $name in paddock*|pdst*) [ -d "$dev/bridge" ] && echo "bridge $name" ;; esac
+      master=$(basename "$(readlink "$dev/master" 2>/dev/null)" 2>/dev/null || true)
+      case $master in paddock*|pdst*) echo "veth $name master $master" ;; esac
+    done
+    awk '$0 ~ / - nsfs / && $5 ~ /\/netns\/[^\/]+$/ && $5 !~ /^\/run\/netns\// {print "netns " $5}' /proc/self/mountinfo
     ps -eo pid=,stat=,args= | grep -E 'paddock|containerd-shim' | grep -v -E 'grep|scripts/test.sh|cargo|target/debug/deps' \
       | awk '$2 !~ /^Z/ {print "process " $0}' || true
   } | sort

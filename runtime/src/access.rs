@@ -16,11 +16,21 @@
 //! node's list applies only where its paths are plain files (a node list is written once for
 //! many rootfs layouts).
 //!
+//! The entries name the host uids the sandbox's processes run as: its pool identity or, with a
+//! user namespace, the range's base (container root) and the host id of the app's user; paddock
+//! joins the namespace for `exec` too ([`crate::userns`]). They bite because a sandbox never
+//! owns the files it is denied: a file owned by an id of the pool is refused (explicit) or
+//! skipped (node list), as its owner would get the ACL's owner class, which named entries do not
+//! restrict. Sandboxes run without capabilities; in a user namespace, CAP_DAC_OVERRIDE would in
+//! any case apply only to files whose owner and group are both mapped into it, and the rootfs's
+//! host-owned files are not.
+//!
 //! Edits of ACLs take a node-wide lock (`acl.lock` beside the lease directory): each edit reads,
 //! changes and writes the whole xattr, so two sandboxes denying one file at once would otherwise
 //! lose an entry.
 
 use std::fs::{File, OpenOptions};
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -122,7 +132,13 @@ pub enum Refusal {
     Missing,
     Symlink(PathBuf),
     HardLinked(u64),
-    OnMount { typ: String, destination: PathBuf },
+    OnMount {
+        typ: String,
+        destination: PathBuf,
+    },
+    /// Owned by an id of the identity pool: a sandbox running as its owner gets the owner
+    /// class of the ACL, which no named entry can take away.
+    PoolOwned(u32),
 }
 
 impl std::fmt::Display for Refusal {
@@ -144,15 +160,28 @@ impl std::fmt::Display for Refusal {
                 "is on the sandbox's {typ} mount at {}, which has no host file to deny",
                 destination.display()
             ),
+            Refusal::PoolOwned(uid) => write!(
+                f,
+                "is owned by uid {uid} of the identity pool: a sandbox running as a file's owner \
+                 gets the owner's permissions, which a user:<uid>:--- entry cannot take away"
+            ),
         }
     }
 }
 
-/// The host file a deny path names, or why there is none.
+/// Whether a named-user entry can deny a file owned by `owner` to sandboxes of the pool
+/// `pool`: not when a sandbox may run as the owner (a rootfs chowned to a user namespace's
+/// range, say). Pure.
+pub fn owner_refusal(owner: u32, pool: &RangeInclusive<u32>) -> Option<Refusal> {
+    pool.contains(&owner).then_some(Refusal::PoolOwned(owner))
+}
+
+/// The host file a deny path names, or why there is none. `pool` is the node's identity pool.
 pub fn target(
     spec: &Spec,
     rootfs: &Path,
     path: &Path,
+    pool: &RangeInclusive<u32>,
 ) -> Result<std::result::Result<PathBuf, Refusal>> {
     let (root, rel) = match place(spec, rootfs, path) {
         Place::In { root, rel } => (root, rel),
@@ -162,7 +191,16 @@ pub fn target(
         Located::Missing => Err(Refusal::Missing),
         Located::Symlink { target } => Err(Refusal::Symlink(target)),
         Located::File { links, .. } if links > 1 => Err(Refusal::HardLinked(links)),
-        Located::File { path, .. } => Ok(path),
+        Located::File { path, .. } => {
+            use std::os::unix::fs::MetadataExt;
+            let owner = std::fs::symlink_metadata(&path)
+                .map_err(|e| Error::io("stat", &path, e))?
+                .uid();
+            match owner_refusal(owner, pool) {
+                Some(why) => Err(why),
+                None => Ok(path),
+            }
+        }
     })
 }
 
@@ -173,10 +211,11 @@ pub fn deny_targets(
     rootfs: &Path,
     explicit: &[PathBuf],
     defaults: &[PathBuf],
+    pool: &RangeInclusive<u32>,
 ) -> Result<Vec<PathBuf>> {
     let mut out: Vec<PathBuf> = Vec::new();
     for path in explicit {
-        match target(spec, rootfs, path)? {
+        match target(spec, rootfs, path, pool)? {
             Ok(file) => push_new(&mut out, file),
             Err(why) => {
                 return Err(Error::Annotation {
@@ -188,7 +227,7 @@ pub fn deny_targets(
         }
     }
     for path in defaults {
-        match target(spec, rootfs, path)? {
+        match target(spec, rootfs, path, pool)? {
             Ok(file) => push_new(&mut out, file),
             Err(Refusal::Missing) => {}
             Err(why) => {
@@ -473,6 +512,7 @@ mod tests {
                 "/usr/bin/nope",
                 "/usr/bin/up/passwd",
             ]),
+            &other_pool(),
         )
         .unwrap_or_else(|e| panic!("{e}"));
         // /bin/gcc-12 and /usr/bin/gcc-12 are one file.
@@ -495,7 +535,7 @@ mod tests {
             // `..` through a symlink stays inside the rootfs: there is no /etc/passwd there.
             ("/usr/bin/up/passwd", "does not exist"),
         ] {
-            match deny_targets(&s, &r, &paths(&[path]), &[]) {
+            match deny_targets(&s, &r, &paths(&[path]), &[], &other_pool()) {
                 Ok(t) => panic!("{path} accepted as {t:?}"),
                 Err(e) => {
                     let e = e.to_string();
@@ -509,10 +549,50 @@ mod tests {
                 &s,
                 &r,
                 &paths(&["/bin/gcc-12"]),
-                &paths(&["/usr/bin/gcc-12"])
+                &paths(&["/usr/bin/gcc-12"]),
+                &other_pool()
             )
             .unwrap_or_else(|e| panic!("{e}")),
             vec![r.join("usr/bin/gcc-12")]
         );
+    }
+
+    fn me() -> u32 {
+        nix::unistd::geteuid().as_raw()
+    }
+
+    /// A pool that does not hold the test's uid (the owner of the files it makes).
+    fn other_pool() -> RangeInclusive<u32> {
+        let me = me();
+        if me < 1000 {
+            me + 1..=me + 100
+        } else {
+            0..=me - 1
+        }
+    }
+
+    #[test]
+    fn files_owned_by_a_pool_id_are_refused_or_skipped() {
+        let d = rootfs();
+        let r = std::fs::canonicalize(d.path()).unwrap_or_else(|e| panic!("{e}"));
+        let pool = me()..=me();
+        assert_eq!(owner_refusal(me(), &pool), Some(Refusal::PoolOwned(me())));
+        assert_eq!(owner_refusal(me(), &other_pool()), None);
+        match deny_targets(&spec(&[]), &r, &paths(&["/usr/bin/gcc-12"]), &[], &pool) {
+            Ok(t) => panic!("a pool-owned file accepted as {t:?}"),
+            Err(e) => {
+                let e = e.to_string();
+                assert!(
+                    e.contains(&format!(
+                        "/usr/bin/gcc-12 is owned by uid {} of the identity pool",
+                        me()
+                    )),
+                    "{e}"
+                );
+            }
+        }
+        let skipped = deny_targets(&spec(&[]), &r, &[], &paths(&["/usr/bin/gcc-12"]), &pool)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(skipped.is_empty(), "{skipped:?}");
     }
 }

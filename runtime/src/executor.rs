@@ -39,7 +39,12 @@ impl Executor for SandboxExecutor {
         if let Some(filter) = &self.seccomp {
             seccomp::apply(filter).map_err(|err| ExecutorError::Other(err.to_string()))?;
         }
-        DefaultExecutor {}.exec(spec)
+        // libcontainer's message for a failed execvp is "failed to execute workload", its
+        // cause (EACCES on a denied binary, say) only in the source: keep the cause in the line.
+        DefaultExecutor {}.exec(spec).map_err(|err| match err {
+            ExecutorError::Execution(cause) => ExecutorError::Other(cause.to_string()),
+            other => other,
+        })
     }
 
     fn validate(&self, spec: &Spec) -> Result<(), ExecutorValidationError> {

@@ -43,6 +43,8 @@ pub mod signal;
 pub mod stats;
 pub mod store;
 pub mod teardown;
+pub mod tenant;
+pub mod userns;
 
 pub use error::Error;
 

@@ -424,15 +424,6 @@ pub fn plan(mut spec: Spec, id: &str, systemd: bool) -> Result<Plan> {
             reason: "the spec already has a user namespace".into(),
         });
     }
-    if !ann.acl_deny.is_empty() && ann.userns {
-        return Err(Error::Annotation {
-            key: ACL_DENY.into(),
-            value: String::new(),
-            reason: "not enforced with io.paddock.userns=true: inside the user namespace the \
-                     rootfs shows as owned by container root, which makes named-user entries moot"
-                .into(),
-        });
-    }
     if !ann.acl_deny.is_empty() && ann.spec_user && !ann.userns {
         return Err(Error::Annotation {
             key: ACL_DENY.into(),
@@ -1107,6 +1098,14 @@ mod tests {
             .map(|p| p.userns)
             .unwrap_or(true));
         assert!(plan(spec_with(&[(USERNS, "yes")], None), "a", false).is_err());
+        // A deny list applies with a user namespace too (to container root's host id).
+        let p = plan(
+            spec_with(&[(USERNS, "true"), (ACL_DENY, "/usr/bin/cc")], None),
+            "a",
+            false,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(p.deny, vec![std::path::PathBuf::from("/usr/bin/cc")]);
 
         let mut spec = p.spec;
         assert_eq!(host_user(&spec), Some((0, 0)), "no mapping: the spec's ids");

@@ -42,6 +42,22 @@ pub fn prepare() -> nix::Result<()> {
     nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&handled()), None)
 }
 
+/// Gives a child the signal mask a process normally starts with: the handled signals are
+/// blocked in every thread of the shim, and a blocked mask survives fork and exec. Without
+/// this, the container processes `paddock` starts would inherit SIGTERM, SIGINT, SIGPIPE and
+/// SIGCHLD blocked (SIGTERM from `ctr task kill` would stay pending forever).
+pub fn unblock_in_child(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and only calls
+    // pthread_sigmask (async-signal-safe) on a signal set built on its own stack.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&handled()), None)
+                .map_err(std::io::Error::from)
+        });
+    }
+}
+
 /// The exit code containerd expects: the code, or 128 + the signal.
 pub fn exit_code(status: WaitStatus) -> Option<(i32, i32)> {
     match status {

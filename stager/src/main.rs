@@ -6,6 +6,7 @@ mod ctd;
 mod detect;
 mod droplet;
 mod error;
+mod hostports;
 mod image;
 mod layer;
 mod limits;

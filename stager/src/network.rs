@@ -15,6 +15,7 @@ use nix::sched::{unshare, CloneFlags};
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
+use crate::hostports;
 
 /// Where Debian's containernetworking-plugins live.
 pub const CNI_BIN: &str = "/usr/lib/cni";
@@ -42,6 +43,8 @@ pub struct Net {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attached {
     pub ip: String,
+    /// Stale mappings of its host port (left by a dead earlier run) removed first.
+    pub stale_removed: Vec<String>,
 }
 
 impl Net {
@@ -112,13 +115,22 @@ impl Net {
             .map_err(|(_, e)| Error::io("flock", state, e.into()))
     }
 
-    /// Leases a free host port for `id`.
+    /// Leases a free host port for `id`: no lease of ours, nothing listening on it, and no
+    /// other network's portmap mapping of it (a mapping does not show as a listener).
     pub fn lease_port(&self, id: &str) -> Result<u16> {
         fs::create_dir_all(&self.ports_dir)
             .map_err(|e| Error::io("create directory", &self.ports_dir, e))?;
+        let foreign: Vec<u16> = hostports::list()
+            .into_iter()
+            .filter(|m| m.network != self.name())
+            .flat_map(|m| m.ports)
+            .collect();
         for port in PORTS {
             let path = self.ports_dir.join(port.to_string());
-            if path.exists() || std::net::TcpListener::bind(("0.0.0.0", port)).is_err() {
+            if path.exists()
+                || foreign.contains(&port)
+                || std::net::TcpListener::bind(("0.0.0.0", port)).is_err()
+            {
                 continue;
             }
             match fs::OpenOptions::new()
@@ -163,13 +175,72 @@ impl Net {
                 let _ = fs::write(self.dir.join("ip_forward"), v.trim());
             }
         }
+        let stale_removed = self.remove_stale_mappings(id, host_port)?;
         match self.add(id, &netns, host_port, port) {
-            Ok(a) => Ok(a),
+            Ok(ip) => Ok(Attached { ip, stale_removed }),
             Err(e) => {
                 let _ = self.del(id, &netns, host_port, port);
                 let _ = remove_netns(&netns);
                 self.sweep_if_idle();
                 Err(e)
+            }
+        }
+    }
+
+    /// Removes the mappings of `host_port` that this network made for instances other than
+    /// `id` that hold no port lease here any more: what a dead earlier run of the stager left
+    /// (its process killed between ADD and DEL). Other networks' mappings are never touched.
+    /// Called with the network lock held, after `id` leased the port.
+    fn remove_stale_mappings(&self, id: &str, host_port: u16) -> Result<Vec<String>> {
+        let leased = self.lease_holders();
+        let mut removed = Vec::new();
+        for m in hostports::list() {
+            if m.network != self.name()
+                || m.id == id
+                || !m.ports.contains(&host_port)
+                || leased.contains(&m.id)
+            {
+                continue;
+            }
+            hostports::remove(&m).map_err(|reason| Error::Network {
+                step: format!(
+                    "remove the stale mapping of host port {host_port} ({})",
+                    m.id
+                ),
+                reason,
+            })?;
+            // its address, if the dead run's store still holds it
+            self.release_stale_address(&m.id);
+            removed.push(format!("host port {host_port} of {} ({})", m.id, m.chain));
+        }
+        Ok(removed)
+    }
+
+    /// The instance ids holding a port lease.
+    fn lease_holders(&self) -> Vec<String> {
+        fs::read_dir(&self.ports_dir)
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| fs::read_to_string(e.path()).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Frees the host-local addresses reserved for `id` (files named after the address whose
+    /// first line is the container id).
+    fn release_stale_address(&self, id: &str) {
+        let store = self.ipam_dir().join(self.name());
+        let Ok(rd) = fs::read_dir(&store) else { return };
+        for e in rd.flatten() {
+            let is_addr = e
+                .file_name()
+                .to_string_lossy()
+                .parse::<std::net::IpAddr>()
+                .is_ok();
+            let holder = fs::read_to_string(e.path()).unwrap_or_default();
+            if is_addr && holder.lines().next().map(str::trim) == Some(id) {
+                let _ = fs::remove_file(e.path());
             }
         }
     }
@@ -184,7 +255,7 @@ impl Net {
         del.and(rm)
     }
 
-    fn add(&self, id: &str, netns: &Path, host_port: u16, port: u16) -> Result<Attached> {
+    fn add(&self, id: &str, netns: &Path, host_port: u16, port: u16) -> Result<String> {
         let list = self.conflist();
         let mut prev: Option<Value> = None;
         for plugin in list["plugins"].as_array().into_iter().flatten() {
@@ -203,7 +274,7 @@ impl Net {
                 step: format!("ADD {id}"),
                 reason: format!("no address in the CNI result {result}"),
             })?;
-        Ok(Attached { ip: ip.to_string() })
+        Ok(ip.to_string())
     }
 
     fn del(&self, id: &str, netns: &Path, host_port: u16, port: u16) -> Result<()> {
@@ -465,14 +536,22 @@ fn remove_idle_portmap_chains() {
     }
 }
 
-/// Splits an `iptables -S` line into arguments (double quotes group, as iptables prints them).
-fn shell_words(line: &str) -> Vec<String> {
+/// Splits an `iptables -S` line into arguments as iptables prints them: double quotes group,
+/// a backslash escapes the next character (`\"` inside a quoted comment).
+pub(crate) fn shell_words(line: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut quoted = false;
     let mut any = false;
-    for c in line.chars() {
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
         match c {
+            '\\' => {
+                if let Some(next) = chars.next() {
+                    cur.push(next);
+                }
+                any = true;
+            }
             '"' => {
                 quoted = !quoted;
                 any = true;
@@ -543,6 +622,17 @@ mod tests {
                 "CNI portfwd requiring masquerade",
                 "-j",
                 "CNI-HOSTPORT-DNAT"
+            ]
+        );
+        assert_eq!(
+            shell_words(r#"-m comment --comment "dnat name: \"n\" id: \"a b\"" -j X"#),
+            [
+                "-m",
+                "comment",
+                "--comment",
+                r#"dnat name: "n" id: "a b""#,
+                "-j",
+                "X"
             ]
         );
     }

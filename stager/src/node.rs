@@ -195,6 +195,11 @@ impl Node {
 
     async fn launch_steps(&self, rec: &mut Record, d: &Droplet, chain: &str) -> Result<()> {
         let attached = self.net.attach(&rec.id, rec.host_port, rec.port)?;
+        for stale in &attached.stale_removed {
+            crate::verbs::progress(&format!(
+                "removed a stale mapping left by an earlier run: {stale}"
+            ));
+        }
         rec.ip = attached.ip;
         let netns = self.net.netns_path(&rec.id);
         let netns = netns.to_string_lossy();

@@ -709,3 +709,267 @@ fn shim_log_uris_and_terminal() {
     assert_gone(&ctd, &["to-file", "to-binary", "tty"]);
     assert_clean(ctd);
 }
+
+/// `value` of the cgroup file of `pid` for `controller` (v1: `<mount>/<path>/<v1_file>`;
+/// v2: the unified hierarchy's `<path>/<v2_file>`).
+fn cgroup_file(pid: u32, controller: &str, v1_file: &str, v2_file: &str) -> String {
+    let table = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    for line in table.lines() {
+        let mut f = line.splitn(3, ':');
+        let (_, ctrls, path) = (f.next(), f.next().unwrap_or(""), f.next().unwrap_or(""));
+        if ctrls.split(',').any(|c| c == controller) {
+            let p = format!("/sys/fs/cgroup/{controller}{path}/{v1_file}");
+            return fs::read_to_string(&p)
+                .unwrap_or_else(|e| panic!("{p}: {e}"))
+                .trim()
+                .to_string();
+        }
+    }
+    let path = table
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap_or_else(|| panic!("no {controller} cgroup for {pid}: {table}"));
+    let base = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        "/sys/fs/cgroup"
+    } else {
+        "/sys/fs/cgroup/unified"
+    };
+    let p = format!("{base}{path}/{v2_file}");
+    fs::read_to_string(&p)
+        .unwrap_or_else(|e| panic!("{p}: {e}"))
+        .trim()
+        .to_string()
+}
+
+/// containerd's `Tasks.Update` over its socket (tests/src/bin/task-update.rs): `Err` holds
+/// the helper's stderr (`<grpc code>: <message>`).
+fn task_update(ctd: &Containerd, id: &str, resources: &str) -> Result<(), String> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_task-update"))
+        .arg(ctd.address())
+        .arg(ctd.namespace())
+        .arg(id)
+        .arg(resources)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(text(&out.stderr).trim().to_string())
+    }
+}
+
+/// The pids `ctr task ps` lists for `id`.
+fn task_pids(ctd: &Containerd, id: &str) -> Vec<u32> {
+    ok(ctd, &["tasks", "ps", id])
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+fn wait_pids(ctd: &Containerd, id: &str, n: usize) -> Vec<u32> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let p = task_pids(ctd, id);
+        if p.len() == n || Instant::now() >= deadline {
+            return p;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs `ctr_args` (a ctr command built by the harness) on a terminal of its own (`script`)
+/// whose window is `rows`x`cols` first; returns what the terminal showed.
+fn on_terminal(cmd: &std::process::Command, rows: u16, cols: u16) -> std::process::Output {
+    let quote = |s: &std::ffi::OsStr| format!("'{}'", s.to_string_lossy().replace('\'', "'\\''"));
+    let line: Vec<String> = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(quote)
+        .collect();
+    let shell = format!("stty rows {rows} cols {cols}; {}", line.join(" "));
+    std::process::Command::new("script")
+        .args(["-qec", &shell, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// What the process prints: its terminal's size once it is known and no longer 0x0 (a new
+/// terminal's size until the shim's ResizePty sets it; busybox `stty size` fails on 0x0),
+/// within 5 s.
+const PRINT_SIZE: &str = "i=0; until s=$(stty size 2>/dev/null) && [ -n \"$s\" ] && \
+                          [ \"$s\" != \"0 0\" ]; do [ $i -ge 100 ] && break; sleep 0.05; \
+                          i=$((i+1)); done; echo \"size=$s\"";
+
+/// Update through containerd's API reaches the sandbox's cgroup (and bad updates are refused
+/// with the reason, changing nothing); ResizePty reaches the terminal of a task and of an exec;
+/// `kill --all` reaches exec'd processes, which a plain kill of the init does not.
+#[test]
+fn shim_update_resize_and_kill_all() {
+    if !ready() {
+        return;
+    }
+    ensure_packages(&["bsdutils"]).unwrap();
+    let (ctd, image) = start();
+    let id = "limits";
+    run_ok(
+        &ctd,
+        &[
+            "-d",
+            "--memory-limit",
+            &(64u64 << 20).to_string(),
+            &image,
+            id,
+            "sleep",
+            "100000",
+        ],
+    );
+    let (pid, _) = task_status(&ctd, id).unwrap();
+    let memory = || cgroup_file(pid, "memory", "memory.limit_in_bytes", "memory.max");
+    let pids = || cgroup_file(pid, "pids", "pids.max", "pids.max");
+    assert_eq!(memory(), (64u64 << 20).to_string());
+
+    // Update: memory and pids limits
+    task_update(
+        &ctd,
+        id,
+        &format!(
+            r#"{{"memory":{{"limit":{}}},"pids":{{"limit":33}}}}"#,
+            48u64 << 20
+        ),
+    )
+    .unwrap_or_else(|e| panic!("update: {e}\n{}", ctd.log_tail(30)));
+    assert_eq!(memory(), (48u64 << 20).to_string());
+    assert_eq!(pids(), "33");
+    // bad updates: refused, saying why; nothing changes
+    let refused = |resources: &str, needle: &str| {
+        let e = task_update(&ctd, id, resources).expect_err(resources);
+        assert!(e.contains(needle), "{resources}: {e}");
+        assert!(!e.contains("panicked"), "{e}");
+    };
+    refused("not json", "not JSON");
+    refused(
+        r#"{"memory":{"limit":0}}"#,
+        "memory.limit 0: must be positive",
+    );
+    refused(r#"{"memory":{"limit":4096}}"#, "below its current usage");
+    let e = task_update(&ctd, "no-such-task", r#"{"pids":{"limit":5}}"#).unwrap_err();
+    assert!(e.contains("NotFound"), "{e}");
+    assert_eq!(memory(), (48u64 << 20).to_string());
+    assert_eq!(pids(), "33");
+
+    let fifo = ctd.fifo_dir().to_string_lossy().into_owned();
+    // kill --all. The init is pid 1 of its namespace with no SIGTERM handler: SIGTERM leaves
+    // it running, while an exec'd sleep dies of it — if the signal reaches it.
+    // an exec'd sleep next to the init: both pids
+    let exec_sleep = |exec_id: &str| {
+        ok(
+            &ctd,
+            &[
+                "tasks",
+                "exec",
+                "-d",
+                "--fifo-dir",
+                &fifo,
+                "--exec-id",
+                exec_id,
+                id,
+                "sleep",
+                "100000",
+            ],
+        );
+        wait_pids(&ctd, id, 2)
+    };
+    let both = exec_sleep("e1");
+    assert_eq!(both.len(), 2, "init and exec: {both:?}");
+    let exec_pid = *both.iter().find(|p| **p != pid).unwrap();
+    // both start with no signal blocked (not the shim's own mask)
+    for p in [pid, exec_pid] {
+        assert!(
+            signal_masks(p).contains("SigBlk:\t0000000000000000"),
+            "pid {p}: {}",
+            signal_masks(p)
+        );
+    }
+    ok(&ctd, &["tasks", "kill", "-s", "SIGTERM", id]);
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        task_pids(&ctd, id).len(),
+        2,
+        "a plain kill reached the exec"
+    );
+    ok(&ctd, &["tasks", "kill", "--all", "-s", "SIGTERM", id]);
+    let left = wait_pids(&ctd, id, 1);
+    assert_eq!(
+        left,
+        [pid],
+        "kill --all SIGTERM: the exec must be gone; its signal masks: {}",
+        signal_masks(exec_pid)
+    );
+    assert_eq!(task_status(&ctd, id).unwrap().1, "RUNNING");
+    assert!(!alive(exec_pid), "the exec outlived kill --all");
+    // and SIGKILL to all: init and a new exec both die, the task stops
+    let both = exec_sleep("e2");
+    assert_eq!(both.len(), 2, "{both:?}");
+    ok(&ctd, &["tasks", "kill", "--all", "-s", "SIGKILL", id]);
+    wait_task_stopped(&ctd, id, Duration::from_secs(10)).unwrap();
+    for p in &both {
+        assert!(!alive(*p), "pid {p} outlived kill --all");
+    }
+    ok(&ctd, &["tasks", "delete", id]);
+    ok(&ctd, &["containers", "rm", id]);
+
+    // ResizePty: ctr sends its console's size; the task sees it on its terminal
+    let run = ctd.ctr_run_command(&["--rm", "-t", &image, "sized", "sh", "-c", PRINT_SIZE]);
+    let out = on_terminal(&run, 33, 77);
+    assert!(
+        text(&out.stdout).contains("size=33 77"),
+        "ctr run -t: {out:?}\n{}",
+        ctd.log_tail(30)
+    );
+    // and an exec's terminal
+    run_ok(&ctd, &["-d", &image, "term", "sleep", "100000"]);
+    let exec = ctd.ctr_command(&[
+        "tasks",
+        "exec",
+        "-t",
+        "--fifo-dir",
+        &fifo,
+        "--exec-id",
+        "sz",
+        "term",
+        "sh",
+        "-c",
+        PRINT_SIZE,
+    ]);
+    let out = on_terminal(&exec, 21, 99);
+    assert!(
+        text(&out.stdout).contains("size=21 99"),
+        "ctr task exec -t: {out:?}\n{}",
+        ctd.log_tail(30)
+    );
+    remove(&ctd, "term");
+    assert_gone(&ctd, &[id, "sized", "term"]);
+    assert_clean(ctd);
+}
+
+/// Whether `pid` is a live (not zombie) process.
+fn alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !matches!(
+            s.rsplit_once(')')
+                .and_then(|(_, r)| r.trim_start().chars().next()),
+            Some('Z') | Some('X')
+        )
+    })
+}
+
+/// The `Sig*` lines of a process's status (blocked, ignored, caught signals).
+fn signal_masks(pid: u32) -> String {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with("Sig") || l.starts_with("ShdPnd"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,6 +1,6 @@
 //! `paddock-stager` end to end: a private containerd started by the test, real CNI plugins
 //! (bridge, host-local, portmap) on a bridge of the test's own, the sample app of `examples/`,
-//! instances run by paddock through containerd's runc shim (`BinaryName`). Every test checks
+//! instances run through paddock's own shim (runtime `io.containerd.paddock.v2`). Every test checks
 //! that nothing is left: containers, snapshots' mounts, network namespaces, the bridge,
 //! iptables rules, cgroups, processes and the stager's state directory.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use paddock_tests::containerd::{ensure_packages, Containerd, ContainerdConfig};
-use paddock_tests::{eventually, paddock_bin, require_root, snapshot, workspace, HostSnapshot};
+use paddock_tests::{eventually, net, require_root, snapshot, workspace, HostSnapshot};
 use serde_json::Value;
 
 fn stager_bin() -> PathBuf {
@@ -65,8 +65,14 @@ fn net_snapshot() -> NetSnapshot {
 /// Stops the apps a test started if it ends early (a failed assertion), before its containerd
 /// goes: the instances' network (bridge, iptables rules, network namespaces) is the stager's to
 /// remove, not containerd's.
+/// Then checks that the host has no instance networking left that was not there before the
+/// test (CNI nat rules, paddock bridges and their veths, netns bind mounts): a leak fails the
+/// test even when it ended early.
 struct Cleanup {
     stop: Mutex<Vec<Command>>,
+    /// Run after `stop`, as they are.
+    then: Mutex<Vec<fn()>>,
+    net_before: Vec<String>,
 }
 
 impl Drop for Cleanup {
@@ -74,6 +80,21 @@ impl Drop for Cleanup {
         let cmds = std::mem::take(&mut *self.stop.lock().unwrap_or_else(|p| p.into_inner()));
         for mut cmd in cmds {
             let _ = cmd.output();
+        }
+        for f in std::mem::take(&mut *self.then.lock().unwrap_or_else(|p| p.into_inner())) {
+            f();
+        }
+        let mut left = Vec::new();
+        let clean = eventually(Duration::from_secs(5), || {
+            left = net::new_leftovers(&self.net_before, &net::leftovers());
+            left.is_empty()
+        });
+        if !clean {
+            if std::thread::panicking() {
+                eprintln!("instance networking left behind: {left:#?}");
+            } else {
+                panic!("instance networking left behind: {left:#?}");
+            }
         }
     }
 }
@@ -113,6 +134,8 @@ impl Stager {
         Some(Stager {
             cleanup: Cleanup {
                 stop: Mutex::new(Vec::new()),
+                then: Mutex::new(Vec::new()),
+                net_before: net::leftovers(),
             },
             ctd,
             bridge: format!("pdst{}", std::process::id() % 100_000),
@@ -142,11 +165,7 @@ impl Stager {
             .arg("--state-dir")
             .arg(self.state())
             .arg("--runtime")
-            .arg("io.containerd.runc.v2")
-            .arg("--runtime-binary")
-            .arg(paddock_bin())
-            .arg("--runtime-root")
-            .arg(self.ctd.runc_root())
+            .arg("io.containerd.paddock.v2")
             .arg("--bridge")
             .arg(&self.bridge)
             .arg("--subnet")
@@ -234,6 +253,53 @@ impl Stager {
             .as_array()
             .unwrap()
             .clone()
+    }
+
+    /// Every instance of `rows` runs through the paddock shim (runtime
+    /// `io.containerd.paddock.v2`, its shim processes started by our containerd, the sandbox's
+    /// state in the shim's root) and its init sits in the network namespace the stager made
+    /// for it (the nsfs file under `<state>/netns`).
+    fn assert_paddock_shim(&self, rows: &[Value]) {
+        use std::os::unix::fs::MetadataExt;
+        for r in rows {
+            let id = r["id"].as_str().unwrap();
+            let info = self.ctd.ctr(&["containers", "info", id]);
+            let info: Value = serde_json::from_slice(&info.stdout)
+                .unwrap_or_else(|e| panic!("ctr containers info {id}: {e}"));
+            assert_eq!(
+                info["Runtime"]["Name"], "io.containerd.paddock.v2",
+                "{info}"
+            );
+            let state = Path::new("/run/paddock/containerd")
+                .join(self.ctd.namespace())
+                .join(id);
+            assert!(state.exists(), "no paddock state {}", state.display());
+            let (pid, status) = paddock_tests::containerd::task_status(&self.ctd, id).unwrap();
+            assert_eq!(status, "RUNNING");
+            let joined = fs::metadata(format!("/proc/{pid}/ns/net")).unwrap().ino();
+            let made = fs::metadata(self.state().join("netns").join(id))
+                .unwrap()
+                .ino();
+            assert_eq!(
+                joined, made,
+                "{id} (pid {pid}) is not in its network namespace"
+            );
+        }
+        let shims: Vec<String> = self
+            .ctd
+            .shim_pids()
+            .iter()
+            .map(|p| {
+                fs::read_link(format!("/proc/{p}/exe"))
+                    .unwrap()
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        assert!(!shims.is_empty(), "no shim serves the instances");
+        for exe in &shims {
+            assert!(exe.ends_with("/containerd-shim-paddock-v2"), "shim {exe}");
+        }
     }
 
     /// Stops the app and checks that nothing of it or of the stager is left on the host.
@@ -379,6 +445,7 @@ fn stage_run_curl_stop() {
     }
     let p = ports(&rows);
     assert_ne!(p[0], p[1]);
+    st.assert_paddock_shim(&rows);
     // --cpu equal (the default): a weight, no quota
     assert_eq!(cpu_quota_us("hello", rows[0]["id"].as_str().unwrap()), None);
     for (i, port) in p.iter().enumerate() {
@@ -676,5 +743,210 @@ impl Stager {
         let fp = ctd.stop();
         assert!(fp.leaks().is_empty(), "containerd leaks: {:?}", fp.leaks());
         assert_eq!(net_snapshot(), net_before, "host network changed");
+    }
+}
+
+/// A `portmap` ADD or DEL of `host_port` → `ip:8080` for container `id` on CNI network
+/// `network`, as a stager run makes it: what a run killed before its DEL leaves behind.
+fn portmap(command: &str, network: &str, id: &str, host_port: u16, ip: &str) -> Command {
+    let conf = serde_json::json!({
+        "cniVersion": "0.4.0",
+        "name": network,
+        "type": "portmap",
+        "capabilities": {"portMappings": true},
+        "snat": true,
+        "runtimeConfig": {"portMappings": [
+            {"hostPort": host_port, "containerPort": 8080, "protocol": "tcp"}
+        ]},
+        "prevResult": {
+            "cniVersion": "0.4.0",
+            "interfaces": [{"name": "eth0", "sandbox": "/proc/1/ns/net"}],
+            "ips": [{"version": "4", "address": format!("{ip}/24"), "interface": 0}],
+        },
+    });
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "printf %s \"$CONF\" | /usr/lib/cni/portmap"])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("CONF", conf.to_string())
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", id)
+        .env("CNI_NETNS", "/proc/1/ns/net")
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/usr/lib/cni");
+    cmd
+}
+
+/// The `CNI-HOSTPORT-DNAT` rules naming container `id`.
+fn dnat_rules_of(id: &str) -> Vec<String> {
+    let out = Command::new("iptables")
+        .args(["-w", "-t", "nat", "-S", "CNI-HOSTPORT-DNAT"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(&format!("id: \\\"{id}\\\"")))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Host ports the stager could lease, in its order: nothing listens on them, no mapping.
+fn free_ports(n: usize) -> Vec<u16> {
+    let out = Command::new("iptables")
+        .args(["-w", "-t", "nat", "-S"])
+        .output()
+        .unwrap();
+    let nat = String::from_utf8_lossy(&out.stdout).into_owned();
+    (61000..=61999u16)
+        .filter(|p| {
+            !nat.contains(&format!("--dports {p}"))
+                && std::net::TcpListener::bind(("0.0.0.0", *p)).is_ok()
+        })
+        .take(n)
+        .collect()
+}
+
+/// A dead earlier run of the stager left a mapping of the host port the next instance leases
+/// (it would shadow the new mapping: connections would go to the dead address); another
+/// network maps the port after it. The stager removes its own stale mapping, skips the port
+/// the other network holds and leaves that network's rule alone.
+#[test]
+fn stale_port_mappings_are_cleared_or_avoided() {
+    let Some(st) = Stager::start() else { return };
+    let ports = free_ports(3);
+    let ours = format!("paddock-{}", st.bridge);
+    let dead_ip = st.subnet.replace(".0/24", ".250");
+    let foreign = "pdtest-foreign";
+    let stale = ("hello-0-deadbeef", ports[0]);
+    let other = ("foreign-0", ports[1]);
+    // should the test end early: the foreign mapping goes, then portmap's chains if idle
+    st.cleanup
+        .stop
+        .lock()
+        .unwrap()
+        .push(portmap("DEL", foreign, other.0, other.1, "10.251.0.2"));
+    st.cleanup
+        .stop
+        .lock()
+        .unwrap()
+        .push(portmap("DEL", &ours, stale.0, stale.1, &dead_ip));
+    st.cleanup
+        .then
+        .lock()
+        .unwrap()
+        .push(remove_idle_portmap_chains);
+    for (cmd, what) in [
+        (
+            portmap("ADD", &ours, stale.0, stale.1, &dead_ip),
+            "stale mapping",
+        ),
+        (
+            portmap("ADD", foreign, other.0, other.1, "10.251.0.2"),
+            "foreign mapping",
+        ),
+    ] {
+        let out = { cmd }.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(dnat_rules_of(stale.0).len(), 1);
+    let droplet = st.stage(&sample_app(), &[]);
+    let out = st.run_app(&droplet, "hello", 2, "64M", "32M");
+    assert!(
+        out.contains(&format!(
+            "removed a stale mapping left by an earlier run: host port {} of {}",
+            stale.1, stale.0
+        )),
+        "{out}"
+    );
+    let rows = st.ps("hello");
+    assert_eq!(ports_of(&rows), [ports[0], ports[2]]);
+    for port in [ports[0], ports[2]] {
+        get(port).unwrap_or_else(|e| panic!("port {port}: {e}"));
+    }
+    assert!(
+        dnat_rules_of(stale.0).is_empty(),
+        "the stale mapping is still there"
+    );
+    assert_eq!(
+        dnat_rules_of(other.0).len(),
+        1,
+        "the foreign mapping was touched"
+    );
+    st.ok(&["stop", "hello", "--grace", "1"]);
+    assert_eq!(
+        dnat_rules_of(other.0).len(),
+        1,
+        "stop touched the foreign mapping"
+    );
+    let del = portmap("DEL", foreign, other.0, other.1, "10.251.0.2")
+        .output()
+        .unwrap();
+    assert!(del.status.success());
+    // portmap keeps its top-level chains after its last DEL; the stager removed them when its
+    // network went idle only if no other mapping was left, which was not the case here
+    remove_idle_portmap_chains();
+    st.cleanup.stop.lock().unwrap().clear();
+    st.cleanup.then.lock().unwrap().clear();
+    st.finish_clean();
+}
+
+fn ports_of(rows: &[Value]) -> Vec<u16> {
+    let mut p = ports(rows);
+    p.sort_unstable();
+    p
+}
+
+/// portmap's top-level chains and the jumps to them, when no mapping is left in them.
+fn remove_idle_portmap_chains() {
+    let dnat = Command::new("iptables")
+        .args(["-w", "-t", "nat", "-S", "CNI-HOSTPORT-DNAT"])
+        .output()
+        .unwrap();
+    if String::from_utf8_lossy(&dnat.stdout)
+        .lines()
+        .any(|l| l.starts_with("-A "))
+    {
+        return;
+    }
+    const TO_DNAT: &[&str] = &[
+        "-m",
+        "addrtype",
+        "--dst-type",
+        "LOCAL",
+        "-j",
+        "CNI-HOSTPORT-DNAT",
+    ];
+    const TO_MASQ: &[&str] = &[
+        "-m",
+        "comment",
+        "--comment",
+        "CNI portfwd requiring masquerade",
+        "-j",
+        "CNI-HOSTPORT-MASQ",
+    ];
+    for (chain, rule) in [
+        ("PREROUTING", TO_DNAT),
+        ("OUTPUT", TO_DNAT),
+        ("POSTROUTING", TO_MASQ),
+    ] {
+        let _ = Command::new("iptables")
+            .args(["-w", "-t", "nat", "-D", chain])
+            .args(rule)
+            .output();
+    }
+    for chain in [
+        "CNI-HOSTPORT-DNAT",
+        "CNI-HOSTPORT-MASQ",
+        "CNI-HOSTPORT-SETMARK",
+    ] {
+        for op in ["-F", "-X"] {
+            let _ = Command::new("iptables")
+                .args(["-w", "-t", "nat", op, chain])
+                .output();
+        }
     }
 }

@@ -99,9 +99,39 @@ fn container_root_is_the_range_base_on_the_host() {
             .all(|u| u == base.to_string()),
         "{uids}"
     );
-    // Inside, it is root (exec joins the namespace).
+    // Inside, it is root, and an exec'd process is in the namespace too: its root is the
+    // range's base on the host, not host root.
     let out = w.paddock(&["exec", "u1", "id", "-u"]);
     assert_eq!(out.stdout.trim(), "0", "{}", out.stderr);
+    let out = w.paddock(&[
+        "exec",
+        "u1",
+        "cat",
+        "/proc/self/uid_map",
+        "/proc/self/gid_map",
+    ]);
+    let fields: Vec<&str> = out.stdout.split_whitespace().collect();
+    let (b, r) = (base.to_string(), R.to_string());
+    assert_eq!(fields, ["0", &b, &r, "0", &b, &r], "{}", out.stderr);
+    let out = w.paddock(&[
+        "exec",
+        "-d",
+        "--pid-file",
+        s(&w.path().join("e.pid")),
+        "u1",
+        "sleep",
+        "1000",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let epid = fs::read_to_string(w.path().join("e.pid")).unwrap();
+    let status = fs::read_to_string(format!("/proc/{}/status", epid.trim())).unwrap();
+    for key in ["Uid:", "Gid:"] {
+        let line = status.lines().find(|l| l.starts_with(key)).unwrap();
+        assert!(
+            line.split_whitespace().skip(1).all(|u| u == b),
+            "exec'd process: {line}"
+        );
+    }
 
     // A file written inside belongs to the range's base on the host.
     let key = {
@@ -278,18 +308,75 @@ fn an_unreachable_rootfs_is_a_clear_error() {
     );
     let r = w.paddock(&["create", "--bundle", s(&b), "x"]);
     assert!(r.stderr.contains("io.paddock.userns"), "{}", r.stderr);
-    // Deny entries are not enforceable in a user namespace: refused rather than ignored.
-    w.edit_spec(&b, |v| {
-        v["annotations"] = serde_json::json!({
-            "io.paddock.app": APP, "io.paddock.userns": "true", "io.paddock.acl.deny": "/bin/busybox"
-        })
-    });
-    let r = w.paddock(&["create", "--bundle", s(&b), "x"]);
-    assert_ne!(r.code, 0);
-    assert!(
-        r.stderr.contains("io.paddock.acl.deny") && r.stderr.contains("not enforced"),
-        "{}",
-        r.stderr
-    );
+    assert_no_leak(&before, &w.root, &format!("paddock/{APP}"));
+}
+
+/// `paddock` run with supplementary groups (here adm and sudo) hands none of them to the
+/// sandbox's processes, with or without a user namespace, init or exec'd.
+#[test]
+fn the_callers_supplementary_groups_never_reach_the_sandbox() {
+    if !require_root() {
+        return;
+    }
+    let w = world();
+    configure(&w, BASE, 2 * R as u32);
+    let b = w.bundle("b", &["--", "sleep", "1000"]);
+    let before = snapshot(&w.root, &format!("paddock/{APP}"));
+    // stdout and stderr on files: a sandbox inherits them, a pipe would wait for its end.
+    let (out_file, err_file) = (w.path().join("g.out"), w.path().join("g.err"));
+    let with_groups = |args: &[&str]| {
+        let status = Command::new("setpriv")
+            .args(["--groups", "4,27", "--"])
+            .arg(paddock_bin())
+            .env("PADDOCK_CONFIG", w.path().join("config.toml"))
+            .arg("--root")
+            .arg(&w.root)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&out_file).unwrap())
+            .stderr(fs::File::create(&err_file).unwrap())
+            .status()
+            .unwrap();
+        reap_orphans();
+        let read = |p: &Path| fs::read_to_string(p).unwrap_or_default();
+        Run {
+            code: status.code().unwrap_or(-1),
+            stdout: read(&out_file),
+            stderr: read(&err_file),
+        }
+    };
+    let groups = |status: &str| -> String {
+        status
+            .lines()
+            .find(|l| l.starts_with("Groups:"))
+            .unwrap()
+            .trim_start_matches("Groups:")
+            .trim()
+            .to_string()
+    };
+    // The check itself: setpriv does give the caller those groups.
+    let own = Command::new("setpriv")
+        .args(["--groups", "4,27", "--", "cat", "/proc/self/status"])
+        .output()
+        .unwrap();
+    assert_eq!(groups(&String::from_utf8_lossy(&own.stdout)), "4 27");
+    for userns in ["false", "true"] {
+        w.edit_spec(
+            &b,
+            |v| {
+                v["annotations"] =
+                    serde_json::json!({"io.paddock.app": APP, "io.paddock.userns": userns})
+            },
+        );
+        with_groups(&["run", "-d", "--bundle", s(&b), "g1"]).ok();
+        let pid = w.state("g1")["pid"].as_i64().unwrap();
+        let init = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        assert_eq!(groups(&init), "", "userns={userns}: init");
+        let out = with_groups(&["exec", "g1", "cat", "/proc/self/status"]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert_eq!(groups(&out.stdout), "", "userns={userns}: exec'd");
+        w.paddock(&["delete", "--force", "g1"]).ok();
+    }
+    assert_eq!(leases(&w), 0);
     assert_no_leak(&before, &w.root, &format!("paddock/{APP}"));
 }

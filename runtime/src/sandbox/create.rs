@@ -108,16 +108,13 @@ pub fn create(root: &Path, sandbox: &str, opts: &CreateOptions) -> Result<i32> {
                 }
                 access::check_reachable(&paths)?;
             }
-            if plan.userns {
-                // Not enforceable there (see policy): the node list is not applied either.
-                Vec::new()
-            } else {
-                access::deny_targets(&plan.spec, &rootfs, &plan.deny, &config.acl.deny)?
-            }
+            let pool = config.identity.base..=config.identity.last();
+            access::deny_targets(&plan.spec, &rootfs, &plan.deny, &config.acl.deny, &pool)?
         }
         _ => Vec::new(),
     };
 
+    super::drop_caller_groups()?;
     let cpu_node = cpu::Node::new(&config.as_ref().map(|c| c.cpu.clone()).unwrap_or_default())?;
     let record_dir = store.create(sandbox)?;
     let identity = match (&config, identity_wanted) {

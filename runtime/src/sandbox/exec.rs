@@ -7,6 +7,7 @@ use libcontainer::syscall::syscall::SyscallType;
 
 use super::{wrong_state, Loaded};
 use crate::error::{Error, Result};
+use crate::tenant::Confinement;
 
 /// Options of `exec` (runc's flags).
 #[derive(Debug, Clone, Default)]
@@ -27,7 +28,9 @@ pub struct ExecOptions {
     pub detach: bool,
 }
 
-/// Runs an extra process in a created or running sandbox and returns its pid.
+/// Runs an extra process in a created or running sandbox and returns its pid. For a sandbox
+/// with a user namespace the calling process first joins that namespace (it must be
+/// single-threaded: the `paddock` command is), so that the process runs as the sandbox's ids.
 pub fn exec(root: &Path, sandbox: &str, opts: &ExecOptions) -> Result<i32> {
     let loaded = Loaded::open(root, sandbox)?;
     let status = loaded.status();
@@ -67,10 +70,36 @@ pub fn exec(root: &Path, sandbox: &str, opts: &ExecOptions) -> Result<i32> {
         .as_ref()
         .and_then(|s| s.process().as_ref())
         .map(|p| p.user().clone());
-    let (user, group) = match (opts.user, &spec_user) {
-        (None, Some(u)) => (Some(u.uid()), opts.group.or(Some(u.gid()))),
+    // A sandbox with a pool identity holds exec'd processes to it (tenant.rs).
+    let confinement = match (loaded.record.as_ref(), spec.as_ref()) {
+        (Some(r), Some(spec)) => r.identity.as_ref().and_then(|idr| {
+            let process = spec.process().as_ref()?;
+            Some(Confinement::of(process, idr.range.is_some()))
+        }),
+        _ => None,
+    };
+    let (user, group) = match (&confinement, opts.user, &spec_user) {
+        (Some(c), ..) => {
+            let (u, g) = c.user(opts.user, opts.group);
+            (Some(u), Some(g))
+        }
+        (None, None, Some(u)) => (Some(u.uid()), opts.group.or(Some(u.gid()))),
         _ => (opts.user, opts.group),
     };
+    let (capabilities, additional_gids) = match &confinement {
+        Some(c) if !c.userns => (Vec::new(), Vec::new()),
+        Some(_) => (Vec::new(), opts.additional_gids.clone()),
+        None => (opts.capabilities.clone(), opts.additional_gids.clone()),
+    };
+    let process = match (&confinement, &opts.process) {
+        (Some(c), Some(p)) => Some(confined_process(c, p, &loaded.store.record_dir(sandbox))?),
+        (_, p) => p.as_ref().map(|p| ProcessFile(p.clone(), false)),
+    };
+    super::drop_caller_groups()?;
+    // libcontainer's tenant does not join the init's user namespace: paddock does (userns.rs).
+    if let Some(init) = loaded.container.as_ref().and_then(|c| c.pid()) {
+        crate::userns::join_of(init.as_raw())?;
+    }
     let fail = |e: &(dyn std::error::Error + 'static)| Error::container("exec in", sandbox, e);
     let pid = ContainerBuilder::new(sandbox.to_string(), SyscallType::default())
         .with_root_path(root)
@@ -84,15 +113,41 @@ pub fn exec(root: &Path, sandbox: &str, opts: &ExecOptions) -> Result<i32> {
         .with_detach(opts.detach)
         .with_cwd(opts.cwd.as_ref())
         .with_env(opts.env.clone())
-        .with_process(opts.process.as_ref())
-        .with_no_new_privs(opts.no_new_privs)
-        .with_capabilities(opts.capabilities.clone())
+        .with_process(process.as_ref().map(|p| &p.0))
+        .with_no_new_privs(opts.no_new_privs || confinement.is_some())
+        .with_capabilities(capabilities)
         .with_container_args(opts.args.clone())
         .with_user(user)
         .with_group(group)
-        .with_additional_gids(opts.additional_gids.clone())
+        .with_additional_gids(additional_gids)
         .build()
         .map_err(|e| fail(&e));
     warmup.finish();
+    drop(process);
     Ok(pid?.as_raw())
+}
+
+/// A process spec handed to the engine; one paddock wrote (`.1`) is removed when dropped.
+struct ProcessFile(PathBuf, bool);
+
+impl Drop for ProcessFile {
+    fn drop(&mut self) {
+        if self.1 {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+/// The caller's process spec with the sandbox's confinement applied, written beside the
+/// sandbox's record for the engine to read.
+fn confined_process(c: &Confinement, path: &Path, record_dir: &Path) -> Result<ProcessFile> {
+    let data = std::fs::read(path).map_err(|e| Error::io("read process spec", path, e))?;
+    let mut process: oci_spec::runtime::Process = serde_json::from_slice(&data)
+        .map_err(|e| Error::Invalid(format!("process spec {}: malformed: {e}", path.display())))?;
+    c.apply(&mut process);
+    let out = record_dir.join(format!("exec-process-{}.json", std::process::id()));
+    let data = serde_json::to_vec(&process)
+        .map_err(|e| Error::Invalid(format!("encode {}: {e}", out.display())))?;
+    std::fs::write(&out, data).map_err(|e| Error::io("write", &out, e))?;
+    Ok(ProcessFile(out, true))
 }

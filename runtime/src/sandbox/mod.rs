@@ -38,6 +38,18 @@ pub use start::start;
 pub use state::{state, SandboxState};
 pub use update::update;
 
+/// Drops the calling process's supplementary groups before it makes a sandbox process: the
+/// engine calls setgroups only for a non-empty `additionalGids`, so a process without any would
+/// otherwise keep the caller's (a `paddock` started with `adm` or `sudo` in its groups would
+/// hand them to every pool identity). A non-root caller has nothing to drop them with and keeps
+/// them.
+pub(crate) fn drop_caller_groups() -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    nix::unistd::setgroups(&[]).map_err(|e| Error::sys("setgroups([]) of the caller", e))
+}
+
 /// A sandbox as found on disk: paddock's record and libcontainer's state, either of which may
 /// be missing after a crash half-way through create or delete.
 pub(crate) struct Loaded {
