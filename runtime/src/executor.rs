@@ -36,6 +36,7 @@ impl SandboxExecutor {
 impl Executor for SandboxExecutor {
     fn exec(&self, spec: &Spec) -> Result<(), ExecutorError> {
         fix_dev_null_stdio();
+        default_signals()?;
         if let Some(filter) = &self.seccomp {
             seccomp::apply(filter).map_err(|err| ExecutorError::Other(err.to_string()))?;
         }
@@ -51,6 +52,59 @@ impl Executor for SandboxExecutor {
         DefaultExecutor {}.validate(spec)
     }
 }
+
+/// The workload starts with every signal at its default action and none blocked, whatever
+/// its caller had: paddock is a Rust program, which runs with SIGPIPE ignored, and an ignored
+/// signal stays ignored across exec (as does one its own caller ignored). runc's init, a Go
+/// program, hands the workload defaults too; a `yes | head` in the sandbox must end by SIGPIPE.
+fn default_signals() -> Result<(), ExecutorError> {
+    // The kernel's own layout: the raw system call is used because glibc refuses its reserved
+    // signals 32 and 33. All zero is SIG_DFL, no flags, no restorer, an empty mask.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    let dfl = KernelSigaction {
+        handler: 0,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    // SAFETY: rt_sigaction gets a valid pointer to a kernel sigaction, no old-action pointer
+    // and the kernel's sigset size; SIGKILL and SIGSTOP cannot be changed and are skipped.
+    unsafe {
+        for sig in 1..=libc::SIGRTMAX() {
+            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+                continue;
+            }
+            let rc = libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &dfl as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                KERNEL_SIGSET_BYTES,
+            );
+            if rc != 0 {
+                let e = std::io::Error::last_os_error();
+                return Err(ExecutorError::Other(format!(
+                    "reset signal {sig} to its default: {e}"
+                )));
+            }
+        }
+    }
+    nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    )
+    .map_err(|e| ExecutorError::Other(format!("unblock every signal: {e}")))
+}
+
+/// The kernel's sigset_t (64 signals), which rt_sigaction checks exactly.
+const KERNEL_SIGSET_BYTES: usize = 8;
 
 fn fix_dev_null_stdio() {
     let Ok(null) = std::fs::OpenOptions::new()

@@ -414,3 +414,36 @@ fn json_log_carries_the_error_for_containerd() {
 fn chrono_like(t: &str) -> bool {
     t.len() > 20 && t.as_bytes()[4] == b'-' && t.contains('T') && t.ends_with('Z')
 }
+
+#[test]
+fn workloads_start_with_default_signal_dispositions() {
+    // paddock (a Rust program) runs with SIGPIPE ignored, and an ignored signal survives exec:
+    // the init and exec'd processes must get every signal at its default, as under runc.
+    if !require_root() {
+        return;
+    }
+    let w = World::new();
+    // grep itself, not under a shell: busybox sh leaves SIGQUIT ignored for a command it execs
+    // in its own place.
+    let show = ["grep", "-E", "^Sig(Ign|Blk):", "/proc/self/status"];
+    let mut args = vec!["--"];
+    args.extend(show);
+    let b = app_bundle(&w, "b", "t-sig", &args);
+    let (code, out) = run(&w, "s1", &b);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        out,
+        "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"
+    );
+    let b = app_bundle(&w, "d", "t-sig", &["--", "sleep", "1000"]);
+    w.paddock(&["run", "-d", "--bundle", s(&b), "s2"]).ok();
+    let mut args = vec!["exec", "s2"];
+    args.extend(show);
+    let r = w.paddock(&args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stdout,
+        "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"
+    );
+    w.paddock(&["delete", "--force", "s2"]).ok();
+}
