@@ -68,8 +68,33 @@ done
 step "paddock-stager ps hello"
 "${stager[@]}" ps hello
 
+step "the limits each instance runs under (its cgroup files, read on the host; its quota volume)"
+for id in $("${stager[@]}" ps hello --format json | jq -r '.[].id'); do
+  line="$id:"
+  for f in memory/memory.limit_in_bytes memory/memory.memsw.limit_in_bytes pids/pids.max \
+           cpu/cpu.shares cpu/cpu.cfs_quota_us memory.max memory.swap.max pids.max cpu.weight cpu.max; do
+    case $f in
+      */*) file=/sys/fs/cgroup/${f%%/*}/paddock/hello/$id/${f#*/} ;;
+      *) file=/sys/fs/cgroup/paddock/hello/$id/$f ;;
+    esac
+    if [ -r "$file" ]; then line="$line ${f#*/}=$(cat "$file")"; fi
+  done
+  pid=$(ctr --address "$address" -n paddock task ls | awk -v id="$id" '$1 == id {print $2}')
+  if [ -n "$pid" ]; then
+    # The loop volume's filesystem is larger than the quota; what the app may still write is
+    # the available space.
+    line="$line disk quota=$(df -h "/proc/$pid/root/home/vcap" | awk 'NR==2 {print $3 "+" $4 " (used+available)"}')"
+  fi
+  echo "$line"
+done
+
 step "the shims serving them (containerd-shim-paddock-v2: pid, resident KiB)"
-ps -eo pid=,rss=,args= | awk -v a="$address" '$3 ~ /containerd-shim-paddock-v2$/ && index($0, a) {print $1, $2 " KiB"}'
+for p in /proc/[0-9]*; do
+  [ "$(readlink "$p/exe" 2>/dev/null)" != "" ] || continue
+  case $(readlink "$p/exe") in */containerd-shim-paddock-v2) ;; *) continue ;; esac
+  tr '\0' ' ' <"$p/cmdline" | grep -qF -- "$address" || continue
+  echo "${p#/proc/} $(awk '/^VmRSS/ {print $2 " KiB"}' "$p/status")"
+done
 
 step "paddock-stager logs hello --index 0"
 "${stager[@]}" logs hello --index 0
