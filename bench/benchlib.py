@@ -449,6 +449,7 @@ class Session:
         self.runtime_bins = runtime_bins
         self.state_tmpfs = state_tmpfs
         self.state_mount = None
+        self.own_config = False
         self.crun_ns_mode = crun_ns
         self.clean_stale = clean_stale
         self.tag = tag
@@ -509,6 +510,7 @@ class Session:
                 raise BenchError("mount tmpfs at %s: %s" % (state, r.stderr.strip()))
             self.state_mount = state
             self.notes.append("runtime state roots (--root) on a tmpfs, as /run is on a standard node")
+            self.node_state_on_tmpfs(state)
         need_ns = "crun" in self.runtime_bins and (
             self.crun_ns_mode == "always" or (self.crun_ns_mode == "auto" and is_hybrid()))
         if need_ns:
@@ -524,6 +526,25 @@ class Session:
             rt.errlog = os.open(rt.errlog_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
             rt.stdin_fd = os.open(empty, os.O_RDONLY | os.O_CLOEXEC)
             self.runtimes[name] = rt
+
+    def node_state_on_tmpfs(self, state):
+        """paddock also keeps node-wide state under /run (its CPU registry, its identity
+        leases): put those on the same tmpfs, through a node config of the bench's own, unless
+        the node or the caller has a config already (then it is used as it is)."""
+        if "paddock" not in self.runtime_bins:
+            return
+        if os.environ.get("PADDOCK_CONFIG") or os.path.exists("/etc/paddock/config.toml"):
+            self.notes.append("paddock's node config is the node's own: its /run state stays where it says")
+            return
+        node = os.path.join(state, "paddock-node")
+        os.makedirs(node)
+        config = os.path.join(node, "config.toml")
+        with open(config, "w") as f:
+            f.write('[identity]\nlease_dir = "%s/leases"\n\n[cpu]\nstate_dir = "%s/cpu"\n' % (node, node))
+        os.environ["PADDOCK_CONFIG"] = config
+        self.own_config = True
+        self.notes.append("paddock's node state (CPU registry, identity leases) on that tmpfs too, "
+                          "through PADDOCK_CONFIG=%s" % config)
 
     def __exit__(self, et, ev, tb):
         self.cleanup()
@@ -596,6 +617,9 @@ class Session:
                     except OSError:
                         pass
             rt.errlog = rt.stdin_fd = None
+        if self.own_config:
+            os.environ.pop("PADDOCK_CONFIG", None)
+            self.own_config = False
         if self.state_mount:
             r = subprocess.run(["umount", self.state_mount], capture_output=True, text=True)
             if r.returncode != 0:

@@ -8,10 +8,10 @@
 //! paddock's own top cgroup and exits: the grace period then elapses while `create` reads the
 //! bundle, leases the identity, writes its records and sets up the engine, instead of after.
 //!
-//! The process only ever enters paddock's top cgroup (never a host cgroup). On cgroup v2 that
-//! cgroup has controllers enabled for its children, so the kernel refuses the move (`EBUSY`)
-//! after taking the lock: the grace period is started all the same, and nothing moves. The
-//! child runs nothing but system calls between `fork` and `_exit`.
+//! The process only ever enters paddock's top cgroup (never a host cgroup). On cgroup v2 it is
+//! started only once that cgroup has controllers enabled for its children, so the kernel
+//! refuses the move (`EBUSY`) after taking the lock: the grace period is started all the same,
+//! and nothing moves. The child runs nothing but system calls between `fork` and `_exit`.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -23,9 +23,9 @@ use nix::unistd::{fork, ForkResult, Pid};
 use crate::cgroups::Layout;
 use crate::policy::CGROUP_ROOT;
 
-/// The `cgroup.procs` of paddock's top cgroup in the v1 hierarchy holding `pids` (or any v1
-/// controller hierarchy), else in the v2 tree; `None` when that cgroup does not exist (yet).
-pub fn target(layout: &Layout, exists: impl Fn(&PathBuf) -> bool) -> Option<PathBuf> {
+/// paddock's top cgroup in the v1 hierarchy holding `pids` (or any v1 controller hierarchy),
+/// else in the v2 tree; `None` without a cgroup hierarchy.
+pub fn target(layout: &Layout) -> Option<PathBuf> {
     let hierarchy = layout
         .v1("pids")
         .or_else(|| {
@@ -35,8 +35,12 @@ pub fn target(layout: &Layout, exists: impl Fn(&PathBuf) -> bool) -> Option<Path
                 .find(|h| !h.unified && h.controllers.iter().any(|c| !c.starts_with("name=")))
         })
         .or_else(|| layout.v2())?;
-    let procs = hierarchy.mount_point.join(CGROUP_ROOT).join("cgroup.procs");
-    exists(&procs).then_some(procs)
+    Some(hierarchy.mount_point.join(CGROUP_ROOT))
+}
+
+/// A v2 cgroup with controllers enabled for its children (so it takes no process itself).
+fn has_children_controllers(dir: &std::path::Path) -> bool {
+    std::fs::read_to_string(dir.join("cgroup.subtree_control")).is_ok_and(|s| !s.trim().is_empty())
 }
 
 /// `n` in decimal, into `buf`; returns the digits.
@@ -57,12 +61,29 @@ fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
 pub struct Warmup(Option<Pid>);
 
 impl Warmup {
-    /// Forks the process when the host has somewhere to move it (see [`target`]). Must be
-    /// called while the caller is single-threaded.
+    /// Forks the process when the host has somewhere to move it (see [`target`]; made when
+    /// missing, as the engine would for the first sandbox). Must be called while the caller is
+    /// single-threaded.
     pub fn start(layout: &Layout) -> Self {
-        let Some(procs) = target(layout, |p| p.exists()) else {
+        let Some(top) = target(layout) else {
             return Self(None);
         };
+        match std::fs::create_dir(&top) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                tracing::debug!("cgroup warm-up: mkdir {}: {e}", top.display());
+                return Self(None);
+            }
+        }
+        let unified = layout.v2().is_some_and(|h| top.starts_with(&h.mount_point));
+        if unified && !has_children_controllers(&top) {
+            // On v2 the process would really enter the top cgroup, where it could race a
+            // first sandbox enabling the controllers there; with them enabled the kernel
+            // refuses it (after taking the lock), which is all that is wanted.
+            return Self(None);
+        }
+        let procs = top.join("cgroup.procs");
         let Ok(path) = CString::new(procs.as_os_str().as_bytes()) else {
             return Self(None);
         };
@@ -127,8 +148,8 @@ mod tests {
     fn picks_the_pids_hierarchy_of_a_hybrid_host() {
         let l = Layout::from_mountinfo(HYBRID);
         assert_eq!(
-            target(&l, |_| true),
-            Some(PathBuf::from("/sys/fs/cgroup/pids/paddock/cgroup.procs"))
+            target(&l),
+            Some(PathBuf::from("/sys/fs/cgroup/pids/paddock"))
         );
     }
 
@@ -136,23 +157,22 @@ mod tests {
     fn falls_back_to_a_controller_hierarchy_never_a_named_one() {
         let l = Layout::from_mountinfo(NO_PIDS);
         assert_eq!(
-            target(&l, |_| true),
-            Some(PathBuf::from("/sys/fs/cgroup/memory/paddock/cgroup.procs"))
+            target(&l),
+            Some(PathBuf::from("/sys/fs/cgroup/memory/paddock"))
         );
     }
 
     #[test]
     fn the_v2_tree_on_a_unified_host() {
         assert_eq!(
-            target(&Layout::from_mountinfo(UNIFIED), |_| true),
-            Some(PathBuf::from("/sys/fs/cgroup/paddock/cgroup.procs"))
+            target(&Layout::from_mountinfo(UNIFIED)),
+            Some(PathBuf::from("/sys/fs/cgroup/paddock"))
         );
     }
 
     #[test]
-    fn nothing_before_paddocks_cgroup_exists() {
-        assert_eq!(target(&Layout::from_mountinfo(HYBRID), |_| false), None);
-        assert_eq!(target(&Layout::from_mountinfo(UNIFIED), |_| false), None);
+    fn nothing_without_a_cgroup_hierarchy() {
+        assert_eq!(target(&Layout::from_mountinfo("")), None);
     }
 
     #[test]
