@@ -19,6 +19,12 @@ pub struct StartCommand {
 
 /// Finds the start command of the app in `dir`.
 pub fn start_command(dir: &Path, given: Option<&str>) -> Result<StartCommand> {
+    if !dir.is_dir() {
+        return Err(Error::Invalid(format!(
+            "{}: not an app directory",
+            dir.display()
+        )));
+    }
     if let Some(cmd) = given {
         if cmd.trim().is_empty() {
             return Err(Error::Invalid("--command is empty".into()));
@@ -101,5 +107,11 @@ mod tests {
         let s = start_command(d.path(), Some("sleep 1")).unwrap();
         assert_eq!(s.source, "--command");
         assert!(start_command(d.path(), Some(" ")).is_err());
+        // A mistyped directory is named as such, with or without --command.
+        let missing = d.path().join("typo");
+        for given in [None, Some("sleep 1")] {
+            let err = start_command(&missing, given).unwrap_err().to_string();
+            assert!(err.ends_with("typo: not an app directory"), "{err}");
+        }
     }
 }

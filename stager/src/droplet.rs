@@ -175,6 +175,8 @@ pub fn find(droplets_dir: &Path, wanted: &str) -> Result<Droplet> {
         .map(|rd| {
             rd.filter_map(|e| e.ok())
                 .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                // Only whole ids: a stray directory must not pass for a droplet.
+                .filter(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()))
                 .filter(|n| n.starts_with(wanted))
                 .collect()
         })
@@ -242,5 +244,12 @@ mod tests {
         assert_eq!(find(store.path(), &d1.id[..12]).unwrap().id, d1.id);
         assert!(find(store.path(), "zz").is_err());
         assert!(find(store.path(), "0000000").is_err());
+        // A stray directory with a hex name is no droplet (and no short id to slice).
+        fs::create_dir_all(store.path().join("beef")).unwrap();
+        fs::write(store.path().join("beef/manifest.json"), "{}").unwrap();
+        assert!(matches!(
+            find(store.path(), "beef"),
+            Err(Error::NoDroplet(_))
+        ));
     }
 }

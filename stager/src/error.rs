@@ -26,7 +26,7 @@ pub enum Error {
     App { app: String, reason: String },
     #[error("no start command in {dir}: add a Procfile with a `web:` line, an executable `start` script, or pass --command")]
     NoStartCommand { dir: PathBuf },
-    #[error("droplet {0} not found (run `paddock-stager stage` first, or see `paddock-stager droplets`)")]
+    #[error("droplet {0} not found (run `paddock-stager stage` first; droplets are the directories under <data-dir>/droplets)")]
     NoDroplet(String),
     #[error("network {step}: {reason}")]
     Network { step: String, reason: String },

@@ -5,18 +5,12 @@ use std::path::Path;
 
 use crate::detect;
 use crate::droplet;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::node::Node;
 
 use super::progress;
 
 pub async fn stage(node: &mut Node, dir: &Path, command: Option<&str>) -> Result<String> {
-    if !dir.is_dir() {
-        return Err(Error::Invalid(format!(
-            "{}: not an app directory",
-            dir.display()
-        )));
-    }
     let start = detect::start_command(dir, command)?;
     progress(&format!(
         "start command ({}): {}",
