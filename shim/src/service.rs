@@ -133,11 +133,10 @@ fn delete(flags: &Flags) -> Result<(), String> {
         root: resolved.root,
     };
     let args: Vec<OsString> = vec!["delete".into(), "--force".into(), flags.id.clone().into()];
+    // `delete --force` of a sandbox that was never created succeeds: an error here is real
+    // (a missing `paddock` binary, say), and containerd shows the shim's stderr in its log.
     if let Err(e) = paddock.run(&args, None, &bundle) {
-        // Nothing to delete is fine: the sandbox may never have been created.
-        if !e.contains("not found") && !e.contains("does not exist") {
-            eprintln!("{NAME}: delete {}: {e}", flags.id);
-        }
+        eprintln!("{NAME}: delete {}: {e}", flags.id);
     }
     crate::task::unmount_rootfs(&bundle.join("rootfs"));
     remove_dead_socket(&bundle);

@@ -90,7 +90,10 @@ impl Service {
                 }
                 drop(t);
                 self.shared.changed.notify_all();
-                return Err(error(Code::UNKNOWN, e));
+                return Err(error(
+                    Code::UNKNOWN,
+                    format!("start {} of {id}: {e}", shown(exec_id)),
+                ));
             }
         };
         p.started = true;
