@@ -324,6 +324,25 @@ impl World {
         dir
     }
 
+    /// A bundle running `sh -c script` with these annotations and, when given, a spec CPU list
+    /// (`linux.resources.cpu.cpus`).
+    pub fn annotated_bundle(
+        &self,
+        name: &str,
+        annotations: serde_json::Value,
+        cpus: Option<&str>,
+        script: &str,
+    ) -> PathBuf {
+        let b = self.bundle(name, &["--", "sh", "-c", script]);
+        self.edit_spec(&b, |v| {
+            v["annotations"] = annotations;
+            if let Some(c) = cpus {
+                v["linux"]["resources"]["cpu"] = serde_json::json!({ "cpus": c });
+            }
+        });
+        b
+    }
+
     /// Edits a bundle's config.json.
     pub fn edit_spec(&self, bundle: &Path, f: impl FnOnce(&mut serde_json::Value)) {
         let path = bundle.join("config.json");

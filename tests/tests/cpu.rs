@@ -18,24 +18,6 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// A bundle running `script` with these annotations and, when given, a spec CPU list.
-fn bundle(
-    w: &World,
-    name: &str,
-    annotations: serde_json::Value,
-    cpus: Option<&str>,
-    script: &str,
-) -> PathBuf {
-    let b = w.bundle(name, &["--", "sh", "-c", script]);
-    w.edit_spec(&b, |v| {
-        v["annotations"] = annotations;
-        if let Some(c) = cpus {
-            v["linux"]["resources"]["cpu"] = serde_json::json!({ "cpus": c });
-        }
-    });
-    b
-}
-
 fn run(w: &World, b: &Path, id: &str) {
     w.paddock(&["create", "--bundle", s(b), id]).ok();
     w.paddock(&["start", id]).ok();
@@ -162,11 +144,11 @@ fn equal_shares_under_contention_at_both_levels() {
     // Everything on CPU 0, so that the instances contend even when the other CPU is idle.
     let ids = [("t-cpu-a", "a1"), ("t-cpu-a", "a2"), ("t-cpu-b", "b1")];
     for (a, id) in ids {
-        let b = bundle(&w, id, app(a), Some("0"), BUSY);
+        let b = w.annotated_bundle(id, app(a), Some("0"), BUSY);
         run(&w, &b, id);
     }
     // An idle neighbour in app b leaves its share to b1.
-    let b = bundle(&w, "idle", app("t-cpu-b"), Some("0"), "sleep 1000");
+    let b = w.annotated_bundle("idle", app("t-cpu-b"), Some("0"), "sleep 1000");
     run(&w, &b, "b-idle");
     for (a, id) in ids {
         let rel = format!("/paddock/{a}/{id}");
@@ -218,7 +200,7 @@ fn caps_rebalance_as_instances_come_and_go() {
         .sum::<u64>();
     let cap = serde_json::json!({ "io.paddock.app": "t-cap", "io.paddock.cpu": "cap" });
     let rel = |id: &str| format!("/paddock/t-cap/{id}");
-    let b = bundle(&w, "c", cap.clone(), None, "sleep 1000");
+    let b = w.annotated_bundle("c", cap.clone(), None, "sleep 1000");
     let each = |n: u64| (100_000 * ncpu / n).to_string();
     run(&w, &b, "c1");
     assert_eq!(quota(&rel("c1")), each(1));
@@ -226,8 +208,7 @@ fn caps_rebalance_as_instances_come_and_go() {
     assert_eq!(quota(&rel("c1")), each(2));
     assert_eq!(quota(&rel("c2")), each(2));
     // An equal instance is not capped and does not count.
-    let e = bundle(
-        &w,
+    let e = w.annotated_bundle(
         "e",
         serde_json::json!({"io.paddock.app": "t-cap"}),
         None,
@@ -263,7 +244,7 @@ fn app_cap_throttles_and_stats_show_it() {
         "io.paddock.app.cpu": "0.2",
         "io.paddock.cpu": "cap",
     });
-    let b = bundle(&w, "busy", ann, None, BUSY);
+    let b = w.annotated_bundle("busy", ann, None, BUSY);
     run(&w, &b, "busy");
     let app = "/paddock/t-appcap";
     assert_eq!(quota(app), "20000");
@@ -304,17 +285,16 @@ fn an_exclusive_cpu_is_its_own_until_released_or_deleted() {
     let w = World::new();
     let before = snapshot(&w.root, "paddock");
     let app = serde_json::json!({ "io.paddock.app": "t-excl" });
-    let sleeper = bundle(&w, "s", app.clone(), None, "sleep 1000");
+    let sleeper = w.annotated_bundle("s", app.clone(), None, "sleep 1000");
     run(&w, &sleeper, "e1");
     // A sandbox in the caller's own cgroup is under the node's policy as well.
-    let explicit = bundle(&w, "x", serde_json::json!({}), None, "sleep 1000");
+    let explicit = w.annotated_bundle("x", serde_json::json!({}), None, "sleep 1000");
     w.edit_spec(&explicit, |v| {
         v["linux"]["cgroupsPath"] = serde_json::json!("/t-cpu-explicit-e3")
     });
     run(&w, &explicit, "e3");
     assert_allowed(&w, "e1", "0-1");
-    let excl = bundle(
-        &w,
+    let excl = w.annotated_bundle(
         "ex",
         serde_json::json!({ "io.paddock.app": "t-excl", "io.paddock.cpu": "exclusive:1" }),
         None,
@@ -406,8 +386,7 @@ fn bad_cpu_values_are_clear_errors_and_leave_nothing() {
             .iter()
             .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
             .collect();
-        let b = bundle(
-            &w,
+        let b = w.annotated_bundle(
             &format!("b{i}"),
             serde_json::Value::Object(ann),
             *cpus,
@@ -420,7 +399,7 @@ fn bad_cpu_values_are_clear_errors_and_leave_nothing() {
         assert!(registered(&w).is_empty(), "case {i}: {:?}", registered(&w));
     }
     // A bad list on update is refused too.
-    let b = bundle(&w, "ok", serde_json::json!({}), None, "sleep 1000");
+    let b = w.annotated_bundle("ok", serde_json::json!({}), None, "sleep 1000");
     run(&w, &b, "ok");
     let r = w.paddock(&["update", "--cpuset-cpus", "one", "ok"]);
     assert_ne!(r.code, 0);

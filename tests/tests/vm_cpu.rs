@@ -16,23 +16,6 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-fn bundle(
-    w: &World,
-    name: &str,
-    annotations: serde_json::Value,
-    cpus: Option<&str>,
-    script: &str,
-) -> PathBuf {
-    let b = w.bundle(name, &["--", "sh", "-c", script]);
-    w.edit_spec(&b, |v| {
-        v["annotations"] = annotations;
-        if let Some(c) = cpus {
-            v["linux"]["resources"]["cpu"] = serde_json::json!({ "cpus": c });
-        }
-    });
-    b
-}
-
 fn run(w: &World, b: &Path, id: &str) {
     w.paddock(&["run", "-d", "--bundle", s(b), id]).ok();
 }
@@ -96,7 +79,7 @@ fn equal_weights_at_both_levels_share_a_contended_cpu() {
         ("t-v2cpu-b", "b1"),
     ];
     for (a, id) in ids {
-        let b = bundle(&w, id, app(a), Some("0"), BUSY);
+        let b = w.annotated_bundle(id, app(a), Some("0"), BUSY);
         run(&w, &b, id);
     }
     let rels: Vec<String> = ids
@@ -149,7 +132,7 @@ fn caps_in_cpu_max_rebalance_and_an_app_cap_throttles() {
     let rel = |id: &str| format!("/paddock/t-v2cap/{id}");
     let max = |id: &str| read(&cg(&rel(id)).join("cpu.max"));
     let each = |n: u64| format!("{} 100000", 100_000 * ncpu / n);
-    let b = bundle(&w, "c", cap, None, "sleep 1000");
+    let b = w.annotated_bundle("c", cap, None, "sleep 1000");
     run(&w, &b, "c1");
     assert_eq!(max("c1"), each(1));
     run(&w, &b, "c2");
@@ -168,7 +151,7 @@ fn caps_in_cpu_max_rebalance_and_an_app_cap_throttles() {
     let ann = serde_json::json!({
         "io.paddock.app": "t-v2appcap", "io.paddock.app.cpu": "0.2", "io.paddock.cpu": "cap",
     });
-    let b = bundle(&w, "busy", ann, None, BUSY);
+    let b = w.annotated_bundle("busy", ann, None, BUSY);
     run(&w, &b, "busy");
     let app = "/paddock/t-v2appcap";
     assert_eq!(read(&cg(app).join("cpu.max")), "20000 100000");
@@ -204,11 +187,10 @@ fn an_exclusive_cpu_in_cpuset_is_its_own_until_deleted() {
     );
     let before = snapshot(&w.root, "paddock");
     let app = serde_json::json!({ "io.paddock.app": "t-v2excl" });
-    let sleeper = bundle(&w, "s", app, None, "sleep 1000");
+    let sleeper = w.annotated_bundle("s", app, None, "sleep 1000");
     run(&w, &sleeper, "e1");
     assert_allowed(&w, "e1", "0-1");
-    let excl = bundle(
-        &w,
+    let excl = w.annotated_bundle(
         "ex",
         serde_json::json!({ "io.paddock.app": "t-v2excl", "io.paddock.cpu": "exclusive:1" }),
         None,
