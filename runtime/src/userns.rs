@@ -35,12 +35,6 @@ pub fn ns_id(link: &Path) -> Result<NsId> {
     })
 }
 
-/// Whether a caller in user namespace `own` must join `init`'s before exec'ing into the
-/// sandbox. Pure.
-pub fn must_join(own: NsId, init: NsId) -> bool {
-    own != init
-}
-
 /// `/proc/<pid>/ns/user`.
 pub fn link_of(pid: i32) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/ns/user"))
@@ -53,7 +47,7 @@ pub fn join_of(init: i32) -> Result<bool> {
     let target = link_of(init);
     let own = ns_id(Path::new("/proc/self/ns/user"))?;
     let theirs = ns_id(&target)?;
-    if !must_join(own, theirs) {
+    if own == theirs {
         return Ok(false);
     }
     let file = File::open(&target).map_err(|e| Error::io("open", &target, e))?;
@@ -73,14 +67,6 @@ pub fn join_of(init: i32) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_another_namespace_is_joined() {
-        let a = NsId { dev: 4, ino: 10 };
-        assert!(!must_join(a, a));
-        assert!(must_join(a, NsId { dev: 4, ino: 11 }));
-        assert!(must_join(a, NsId { dev: 5, ino: 10 }));
-    }
 
     #[test]
     fn the_own_namespace_is_not_joined_again() {
