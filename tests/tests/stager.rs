@@ -305,6 +305,13 @@ impl Stager {
     /// Stops the app and checks that nothing of it or of the stager is left on the host.
     fn finish(self, app: &str) {
         self.ok(&["stop", app, "--grace", "2"]);
+        self.finish_clean();
+    }
+
+    /// Everything the stager and its apps made is gone: containers, active snapshots, stager
+    /// processes (watchers), sandbox state and cgroups, logs, containerd's own leftovers and
+    /// host network state.
+    fn finish_clean(self) {
         self.cleanup.stop.lock().unwrap().clear();
         let left = self.ctd.ctr(&["containers", "ls", "-q"]);
         assert_eq!(
@@ -326,13 +333,8 @@ impl Stager {
             "stager processes left: {:?}",
             paddock_tests::containerd::processes_mentioning("paddock-stager")
         );
+        // The state dir was empty when the snapshot was taken: this covers it too.
         paddock_tests::assert_no_leak(&self.host_before, &self.state(), "paddock");
-        let state: Vec<_> = fs::read_dir(self.state())
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .collect();
-        assert!(state.is_empty(), "stager state left: {state:?}");
         let logs = self.data().join("logs").join(self.ctd.namespace());
         assert!(!logs.exists(), "logs left in {}", logs.display());
         let Stager {
@@ -649,6 +651,7 @@ fn bad_input_is_refused_cleanly() {
         assert!(err.contains(needle), "{args:?}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
         assert!(!err.contains("panicked"), "{err}");
+        err.into_owned()
     };
     // an app with no start command
     let empty = tempfile::tempdir().unwrap();
@@ -658,6 +661,9 @@ fn bad_input_is_refused_cleanly() {
         "no start command",
     );
     assert!(!st.data().join("droplets").exists());
+    // a mistyped app directory
+    let typo = empty.path().join("typo");
+    fails(&["stage", typo.to_str().unwrap()], "not an app directory");
     // an unreachable containerd socket
     let out = Command::new(stager_bin())
         .args(["--address", "/nonexistent/containerd.sock", "stage"])
@@ -695,7 +701,7 @@ fn bad_input_is_refused_cleanly() {
     )
     .unwrap();
     let quiet_droplet = st.stage(quiet.path(), &[]);
-    fails(
+    let err = fails(
         &[
             "run",
             &quiet_droplet,
@@ -706,15 +712,7 @@ fn bad_input_is_refused_cleanly() {
         ],
         "did not answer within 2s",
     );
-    let out = st.run(&[
-        "run",
-        &quiet_droplet,
-        "--name",
-        "quiet",
-        "--health-timeout",
-        "2",
-    ]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("its last output: starting"));
+    assert!(err.contains("its last output: starting"), "{err}");
     // an app that exits before its port opens
     let exits = tempfile::tempdir().unwrap();
     fs::write(exits.path().join("Procfile"), "web: exit 3\n").unwrap();
@@ -730,20 +728,6 @@ fn bad_input_is_refused_cleanly() {
     // `stop` of an app with no instances is an error, and leaves nothing either
     fails(&["stop", "quiet"], "has no instances");
     st.finish_clean();
-}
-
-impl Stager {
-    /// [`Stager::finish`] for a test that left no app running.
-    fn finish_clean(self) {
-        self.cleanup.stop.lock().unwrap().clear();
-        paddock_tests::assert_no_leak(&self.host_before, &self.state(), "paddock");
-        let Stager {
-            ctd, net_before, ..
-        } = self;
-        let fp = ctd.stop();
-        assert!(fp.leaks().is_empty(), "containerd leaks: {:?}", fp.leaks());
-        assert_eq!(net_snapshot(), net_before, "host network changed");
-    }
 }
 
 /// A `portmap` ADD or DEL of `host_port` → `ip:8080` for container `id` on CNI network
