@@ -68,6 +68,17 @@ fn start() -> (Containerd, Cri, String) {
     (ctd, client, image)
 }
 
+/// The host's network, a pid namespace per container, the pod's IPC namespace: what the
+/// kubelet sends, for the pod and each container, for a host-network pod.
+fn namespaces() -> cri::NamespaceOption {
+    cri::NamespaceOption {
+        network: cri::NamespaceMode::Node as i32,
+        pid: cri::NamespaceMode::Container as i32,
+        ipc: cri::NamespaceMode::Pod as i32,
+        ..Default::default()
+    }
+}
+
 /// A host-network pod (no CNI needed) whose cgroups go under `/<harness namespace>`, which the
 /// harness removes and checks at teardown.
 fn pod_config(ctd: &Containerd, name: &str, annotations: &[(&str, &str)]) -> cri::PodSandboxConfig {
@@ -91,12 +102,7 @@ fn pod_config(ctd: &Containerd, name: &str, annotations: &[(&str, &str)]) -> cri
         linux: Some(cri::LinuxPodSandboxConfig {
             cgroup_parent: format!("/{}", ctd.namespace()),
             security_context: Some(cri::LinuxSandboxSecurityContext {
-                namespace_options: Some(cri::NamespaceOption {
-                    network: cri::NamespaceMode::Node as i32,
-                    pid: cri::NamespaceMode::Container as i32,
-                    ipc: cri::NamespaceMode::Pod as i32,
-                    ..Default::default()
-                }),
+                namespace_options: Some(namespaces()),
                 ..Default::default()
             }),
             ..Default::default()
@@ -299,7 +305,13 @@ fn app_config(image: &str) -> cri::ContainerConfig {
             "trap 'echo stopping; exit 0' TERM; echo started; sleep 1000 & wait".to_string(),
         ],
         log_path: "app.log".to_string(),
-        linux: Some(cri::LinuxContainerConfig::default()),
+        linux: Some(cri::LinuxContainerConfig {
+            security_context: Some(cri::LinuxContainerSecurityContext {
+                namespace_options: Some(namespaces()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
