@@ -32,7 +32,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -48,7 +48,8 @@ pub const CTR: &str = "/usr/bin/ctr";
 pub const BUSYBOX_REF: &str = "localhost/paddock/busybox:latest";
 /// How long one ctr call may take before the harness kills it.
 pub const CTR_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long containerd may take to answer on its socket.
+/// How long containerd may take to answer on its socket (times [`crate::time_scale`]: in the
+/// emulated cgroup v2 guest a loaded containerd start took longer than 20 s).
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// Where Debian puts runc.
 pub const STOCK_RUNC: &str = "/usr/sbin/runc";
@@ -290,7 +291,8 @@ impl Containerd {
             .spawn()
             .map_err(|e| err(format!("cannot start {CONTAINERD}: {e}")))?;
         self.child = Some(child);
-        let deadline = began + START_TIMEOUT;
+        let start_timeout = crate::scaled(START_TIMEOUT);
+        let deadline = began + start_timeout;
         loop {
             if let Some(child) = self.child.as_mut() {
                 match child.try_wait() {
@@ -320,7 +322,7 @@ impl Containerd {
                 return Err(err(format!(
                     "containerd did not answer on {} within {:?}; its log:\n{}",
                     self.address.display(),
-                    START_TIMEOUT,
+                    start_timeout,
                     self.log()
                 )));
             }
@@ -962,6 +964,116 @@ impl Footprint {
 }
 
 // ---------------------------------------------------------------------------------------------
+// ctr events
+
+/// `ctr events` of a private containerd, read on a thread of its own; killed on drop.
+#[derive(Debug)]
+pub struct Events {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Events {
+    /// Starts `ctr events` and returns once it is subscribed: it has printed the
+    /// `/namespaces/update` event of a label this sets on the containerd's namespace (which
+    /// must exist, e.g. after [`Containerd::import_busybox`]).
+    pub fn watch(ctd: &Containerd) -> Result<Self> {
+        static MARK: AtomicUsize = AtomicUsize::new(0);
+        let mut cmd = ctd.ctr_command(&["events"]);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| err(format!("cannot run ctr events: {e}")))?;
+        let Some(out) = child.stdout.take() else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(err("ctr events: no stdout pipe"));
+        };
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&lines);
+        thread::spawn(move || {
+            use std::io::BufRead;
+            for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                sink.lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .push(l);
+            }
+        });
+        let me = Events { child, lines };
+        let mark = format!(
+            "paddock-test.events={}-{}",
+            std::process::id(),
+            MARK.fetch_add(1, Ordering::SeqCst)
+        );
+        let deadline = Instant::now() + crate::scaled(Duration::from_secs(10));
+        loop {
+            let out = ctd.ctr(&["namespaces", "label", ctd.namespace(), &mark]);
+            if !out.status.success() {
+                return Err(err(format!(
+                    "ctr namespaces label {} {mark}: {}",
+                    ctd.namespace(),
+                    describe(&out)
+                )));
+            }
+            let seen = Instant::now() + Duration::from_millis(200);
+            while Instant::now() < seen {
+                if me.lines().iter().any(|l| l.contains("/namespaces/update")) {
+                    return Ok(me);
+                }
+                thread::sleep(Duration::from_millis(10));
+            }
+            if Instant::now() >= deadline {
+                return Err(err("ctr events printed no event within 10 s (time-scaled)"));
+            }
+        }
+    }
+
+    /// Every line `ctr events` printed so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Task topics of container `id`, in the order containerd published them.
+    pub fn topics(&self, id: &str) -> Vec<String> {
+        let container = format!("\"container_id\":\"{id}\"");
+        let task = format!("\"id\":\"{id}\"");
+        self.lines()
+            .iter()
+            .filter(|l| l.contains(&container) || l.contains(&task))
+            // `<date> <time> <zone> <zone name> <namespace> <topic> <event>`
+            .filter_map(|l| l.split_whitespace().nth(5).map(str::to_string))
+            .filter(|t| t.starts_with("/tasks/"))
+            .collect()
+    }
+
+    /// Polls [`Events::topics`] until `topic` shows up or `timeout` (time-scaled) passes;
+    /// returns the topics.
+    pub fn wait_for(&self, id: &str, topic: &str, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + crate::scaled(timeout);
+        loop {
+            let t = self.topics(id);
+            if t.iter().any(|x| x == topic) || Instant::now() >= deadline {
+                return t;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        // our child, by pid
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // the busybox image
 
 static IMAGE_DIR: OnceLock<PathBuf> = OnceLock::new();
@@ -1476,6 +1588,7 @@ fn stop_child(child: &mut Child, grace: Duration) -> Result<()> {
         Ok(None) => {}
     }
     let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+    let grace = crate::scaled(grace);
     let deadline = Instant::now() + grace;
     loop {
         match child.try_wait() {
