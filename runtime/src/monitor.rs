@@ -12,6 +12,7 @@ use std::fs;
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::path::Path;
+use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::{fork, setsid, ForkResult, Pid};
@@ -26,6 +27,8 @@ use crate::teardown;
 
 const EXIT_FILE: &str = "exit.json";
 const OOM_LOG: &str = "oom.log";
+/// How long the backstop leaves the kernel's `memory.oom.group` kill to empty the sandbox.
+const GROUP_KILL_GRACE: Duration = Duration::from_millis(500);
 const PID_FILE: &str = "monitor.pid";
 
 /// How the init ended, as its reaper saw it.
@@ -66,7 +69,7 @@ pub fn spawn(w: &Watch<'_>) -> Result<i32> {
             "cannot fork the sandbox monitor from a process with {threads} threads"
         )));
     }
-    let events = ProcEvents::subscribe()?;
+    let events = ProcEvents::subscribe_exit_of(w.init)?;
     let watcher = oom::Watcher::new(w.cgroup, w.app_cgroup.as_deref()).ok();
     // SAFETY: the process is single-threaded (checked above), so the child may run any code.
     match unsafe { fork() }.map_err(|e| Error::sys("fork monitor", e))? {
@@ -161,6 +164,12 @@ fn run(w: &Watch<'_>, events: ProcEvents, watcher: Option<oom::Watcher>) -> Resu
                         .and_then(|mut f| f.write_all(&line));
                 }
                 if w.policy == OomPolicy::Kill {
+                    // On v2 the kernel's group kill is under way and memory.events counts
+                    // each of its victims: racing it would take victims from its count. The
+                    // monitor acts only on what it leaves (an oom_score_adj -1000 process).
+                    if w.cgroup.v2_dir().is_some() {
+                        teardown::wait_until_empty(w.cgroup, GROUP_KILL_GRACE);
+                    }
                     teardown::kill_everything(w.cgroup)?;
                 }
             }

@@ -27,7 +27,34 @@ pub struct Exit {
 }
 
 impl ProcEvents {
-    pub fn subscribe() -> Result<Self> {
+    /// Subscribes to the exit of process `pid` alone. The connector multicasts every fork,
+    /// exec and exit of the host; a socket filter drops all but this one in the kernel, so a
+    /// monitor is not woken by the host's other processes (nor by its own sandbox's 1000
+    /// exits at teardown), and its queue cannot overrun.
+    pub fn subscribe_exit_of(pid: i32) -> Result<Self> {
+        let events = Self::subscribe()?;
+        let program = exit_filter(pid);
+        let fprog = libc::sock_fprog {
+            len: program.len() as u16,
+            filter: program.as_ptr().cast_mut(),
+        };
+        // SAFETY: fprog points at `program`, alive for the call; the kernel copies it.
+        let rc = unsafe {
+            libc::setsockopt(
+                events.sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ATTACH_FILTER,
+                (&fprog as *const libc::sock_fprog).cast(),
+                std::mem::size_of::<libc::sock_fprog>() as u32,
+            )
+        };
+        if rc < 0 {
+            return Err(os_err("setsockopt(SO_ATTACH_FILTER)"));
+        }
+        Ok(events)
+    }
+
+    fn subscribe() -> Result<Self> {
         // SAFETY: socket(2) with constant arguments; the result is checked.
         let fd = unsafe {
             libc::socket(
@@ -113,6 +140,48 @@ fn listen_message() -> Vec<u8> {
     m
 }
 
+/// Offset of `proc_event.what` in a connector datagram, and of the exit's pid and tgid.
+const WHAT_AT: u32 = (NLMSG_HDRLEN + CN_MSG_LEN) as u32;
+const EXIT_PID_AT: u32 = WHAT_AT + 16;
+const EXIT_TGID_AT: u32 = WHAT_AT + 20;
+
+/// A classic BPF socket filter that keeps a datagram (the connector sends one event per
+/// datagram) only if it is the exit of process `pid`. BPF word loads read big-endian; the
+/// event's fields are native, so the constants are compared in the loaded byte order.
+fn exit_filter(pid: i32) -> Vec<libc::sock_filter> {
+    let as_loaded = |v: u32| u32::from_be_bytes(v.to_ne_bytes());
+    let ld = |at: u32| libc::sock_filter {
+        code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+        jt: 0,
+        jf: 0,
+        k: at,
+    };
+    // On a mismatch jump to the final "drop", `to_drop` instructions ahead of the next one.
+    let jeq = |k: u32, to_drop: u8| libc::sock_filter {
+        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+        jt: 0,
+        jf: to_drop,
+        k,
+    };
+    let ret = |k: u32| libc::sock_filter {
+        code: (libc::BPF_RET | libc::BPF_K) as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let pid = as_loaded(pid as u32);
+    vec![
+        ld(WHAT_AT),
+        jeq(as_loaded(PROC_EVENT_EXIT), 5),
+        ld(EXIT_PID_AT),
+        jeq(pid, 3),
+        ld(EXIT_TGID_AT),
+        jeq(pid, 1),
+        ret(u32::MAX),
+        ret(0),
+    ]
+}
+
 fn u32_at(b: &[u8], off: usize) -> Option<u32> {
     b.get(off..off + 4)
         .and_then(|s| s.try_into().ok())
@@ -166,6 +235,43 @@ mod tests {
         m[ev + 20..ev + 24].copy_from_slice(&tgid.to_ne_bytes());
         m[ev + 24..ev + 28].copy_from_slice(&status.to_ne_bytes());
         m
+    }
+
+    /// Runs the classic BPF subset `exit_filter` uses on one datagram.
+    fn run_filter(prog: &[libc::sock_filter], pkt: &[u8]) -> u32 {
+        let (mut pc, mut acc) = (0usize, 0u32);
+        loop {
+            let i = &prog[pc];
+            let code = u32::from(i.code);
+            if code == libc::BPF_LD | libc::BPF_W | libc::BPF_ABS {
+                let at = i.k as usize;
+                match pkt.get(at..at + 4) {
+                    Some(b) => acc = u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+                    None => return 0,
+                }
+                pc += 1;
+            } else if code == libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K {
+                pc += 1 + usize::from(if acc == i.k { i.jt } else { i.jf });
+            } else if code == libc::BPF_RET | libc::BPF_K {
+                return i.k;
+            } else {
+                panic!("unexpected instruction {code:#x}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_socket_filter_keeps_the_exit_of_one_process() {
+        let prog = exit_filter(42);
+        assert_eq!(run_filter(&prog, &exit_msg(42, 42, 9)), u32::MAX);
+        // Another process, a thread of it, its fork (not an exit), a short datagram: dropped.
+        assert_eq!(run_filter(&prog, &exit_msg(43, 43, 9)), 0);
+        assert_eq!(run_filter(&prog, &exit_msg(43, 42, 0)), 0);
+        let mut fork = exit_msg(42, 42, 0);
+        let ev = NLMSG_HDRLEN + CN_MSG_LEN;
+        fork[ev..ev + 4].copy_from_slice(&1u32.to_ne_bytes());
+        assert_eq!(run_filter(&prog, &fork), 0);
+        assert_eq!(run_filter(&prog, &exit_msg(42, 42, 9)[..40]), 0);
     }
 
     #[test]

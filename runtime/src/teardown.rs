@@ -95,6 +95,12 @@ fn send(pids: &[i32], signal: Signal) -> Result<()> {
     Ok(())
 }
 
+/// Waits up to `within` for the sandbox's cgroup tree to empty by itself; returns whether it
+/// did. For a kill already under way elsewhere (the kernel's `memory.oom.group` kill).
+pub fn wait_until_empty(cg: &SandboxCgroup, within: Duration) -> bool {
+    wait_empty(cg, Instant::now() + within).is_ok()
+}
+
 fn wait_empty(cg: &SandboxCgroup, deadline: Instant) -> Result<()> {
     let mut pause = Duration::from_micros(100);
     loop {
