@@ -180,20 +180,19 @@ fn oom_policy_kill_sets_oom_group_and_the_kernel_ends_every_process() {
         cgroup_pids(&d)
     );
     // sh, two sleeps and the hog's subshell: four processes, each reported once (the kernel's
-    // oom_kill counts the victim twice).
+    // oom_kill counts the victim twice). The kernel counts a member only if it still has its
+    // memory when the group kill reaches it: the init, killed first, takes the sleeps of its
+    // pid namespace with it, and on a slow (emulated) CPU they can be gone by then. So the
+    // kernel's count is 1 to 4, and paddock must report exactly what the kernel counted.
     let ev = d.join("memory.events");
-    assert_eq!(
-        counter(&ev, "oom_kill") - counter(&ev, "oom_group_kill"),
-        4,
-        "{}",
-        read(&ev)
-    );
+    let kills = counter(&ev, "oom_kill") - counter(&ev, "oom_group_kill");
+    assert!((1..=4).contains(&kills), "{}", read(&ev));
     let st = w.state("victim");
-    assert_eq!(st["oomKills"], 4, "{st}");
+    assert_eq!(st["oomKills"], kills, "{st}");
     assert_eq!(st["ended"]["reason"], "oom", "{st}");
     assert!(events.wait_exit(Duration::from_secs(5)));
     let ooms = oom_lines(&events.output());
-    assert_eq!(ooms.len(), 4, "{}", events.output());
+    assert_eq!(ooms.len() as u64, kills, "{}", events.output());
     assert!(ooms.iter().all(|o| o["data"]["level"] == "instance"));
     w.paddock(&["delete", "victim"]).ok();
     assert!(!d.exists());
