@@ -7,6 +7,8 @@
 #   sudo scripts/vm-test.sh            the VM group (see README: Tests in a VM)
 #   sudo scripts/vm-test.sh --all      the VM group and the whole integration suite, on cgroup v2
 #   sudo scripts/vm-test.sh -- FILTER  only tests whose name contains FILTER
+#   sudo scripts/vm-test.sh --tests containerd_shim,containerd_runc [-- FILTER]
+#                                      only these integration test files, on cgroup v2
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" -ne 0 ]; then
@@ -14,7 +16,10 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 stage_args=()
-if [ "${1:-}" = --all ]; then stage_args=(--all); shift; fi
+case "${1:-}" in
+  --all) stage_args=(--all); shift ;;
+  --tests) stage_args=(--tests "${2:-}"); shift 2 || shift ;;
+esac
 [ "${1:-}" = -- ] && shift
 scripts/vm/deps.sh
 scripts/vm/stage.sh "${stage_args[@]}"

@@ -2,7 +2,7 @@
 //!
 //! One mutex guards the table; it is never held while `paddock` runs. Events are enqueued under
 //! it, which puts them in the order the table changed: `TaskStart` before the `TaskExit` of a
-//! process that died during `start`, `TaskOOM` before the `TaskExit` of an OOM-killed init.
+//! process that died during `start`, `TaskOOM` before the `TaskExit` of an OOM-killed process.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -26,6 +26,20 @@ const STRAY_KEEP: Duration = Duration::from_secs(60);
 /// How long the exit path waits for the kernel's OOM counter after a SIGKILL: the kernel
 /// sends the signal, then counts the kill.
 const OOM_COUNT_SETTLE: Duration = Duration::from_millis(10);
+
+/// Whether the exit of a process (`init` or an exec'd one) with status `code` must first
+/// publish the OOM kills the cgroup counted, and how long to wait for the counter to move:
+/// the init always (its exit ends the task), any process killed by SIGKILL (the OOM killer's
+/// signal) with [`OOM_COUNT_SETTLE`]; `None` for an exec'd process that ended otherwise.
+fn oom_check_before_exit(init: bool, code: i32) -> Option<Duration> {
+    if code == 128 + libc::SIGKILL {
+        Some(OOM_COUNT_SETTLE)
+    } else if init {
+        Some(Duration::ZERO)
+    } else {
+        None
+    }
+}
 
 /// How a process ended.
 #[derive(Debug, Clone)]
@@ -181,19 +195,12 @@ impl Shared {
         self.changed.notify_all();
     }
 
-    /// Records and publishes an exit (call with the table locked). For the init, every OOM
-    /// kill the cgroup counted goes out first.
+    /// Records and publishes an exit (call with the table locked). Every OOM kill the cgroup
+    /// counted goes out first when the init exits, or when any process died of SIGKILL (an
+    /// exec'd process can be the OOM victim too: its `TaskOOM` must not trail its `TaskExit`).
     pub fn finish_exit(&self, c: &mut Container, exec_id: &str, code: i32) {
-        if exec_id.is_empty() {
-            let signalled_kill = code == 128 + libc::SIGKILL;
-            self.report_oom(
-                c,
-                if signalled_kill {
-                    OOM_COUNT_SETTLE
-                } else {
-                    Duration::ZERO
-                },
-            );
+        if let Some(settle) = oom_check_before_exit(exec_id.is_empty(), code) {
+            self.report_oom(c, settle);
         }
         let id = c.id.clone();
         let Some(p) = c.process_mut(exec_id) else {
@@ -247,5 +254,24 @@ impl Shared {
         if let Some(c) = t.containers.get_mut(id) {
             self.report_oom(c, Duration::ZERO);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oom_kills_go_out_before_the_exit_of_the_init_and_of_killed_execs() {
+        let killed = 128 + libc::SIGKILL;
+        assert_eq!(oom_check_before_exit(true, killed), Some(OOM_COUNT_SETTLE));
+        assert_eq!(oom_check_before_exit(false, killed), Some(OOM_COUNT_SETTLE));
+        assert_eq!(oom_check_before_exit(true, 0), Some(Duration::ZERO));
+        assert_eq!(
+            oom_check_before_exit(true, 128 + libc::SIGTERM),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(oom_check_before_exit(false, 0), None);
+        assert_eq!(oom_check_before_exit(false, 3), None);
     }
 }

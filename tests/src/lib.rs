@@ -7,6 +7,7 @@
 //! node-wide state (mounts, cgroup trees) before and after.
 
 pub mod containerd;
+pub mod cri;
 pub mod net;
 
 use std::collections::BTreeSet;

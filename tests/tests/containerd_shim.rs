@@ -6,19 +6,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Stdio;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use paddock_tests::containerd::{
     cgroup_mounts, containerd_ready, ensure_packages, stdin_roundtrip, task_status,
-    wait_task_stopped, Containerd, ContainerdConfig, PADDOCK_SHIM_STATE,
+    wait_task_stopped, Containerd, ContainerdConfig, Events, PADDOCK_SHIM_STATE,
 };
-use paddock_tests::paddock_bin;
+use paddock_tests::{cgroup_v2, paddock_bin, scaled};
 
 fn ready() -> bool {
     containerd_ready().unwrap()
@@ -90,6 +88,25 @@ fn assert_clean(ctd: Containerd) {
 
 fn paddock_state(ctd: &Containerd, id: &str) -> PathBuf {
     Path::new(PADDOCK_SHIM_STATE).join(ctd.namespace()).join(id)
+}
+
+/// Whether the sandbox `<ns>/<id>` is frozen: v1 `freezer.state` FROZEN, v2 `frozen 1` in
+/// `cgroup.events` (`None`: neither file exists).
+fn frozen(ns: &str, id: &str) -> Option<bool> {
+    let dirs: Vec<PathBuf> = cgroup_mounts()
+        .into_iter()
+        .map(|m| m.join(ns).join(id))
+        .collect();
+    if cgroup_v2() {
+        let events = fs::read_to_string(dirs.first()?.join("cgroup.events")).ok()?;
+        return events
+            .lines()
+            .find_map(|l| l.strip_prefix("frozen "))
+            .map(|v| v.trim() == "1");
+    }
+    dirs.iter()
+        .find_map(|d| fs::read_to_string(d.join("freezer.state")).ok())
+        .map(|state| state.trim() == "FROZEN")
 }
 
 fn fds_of(pid: i32) -> usize {
@@ -205,7 +222,7 @@ fn shim_runs_tasks_with_output_and_exit_codes() {
         assert!(text(&out.stdout).contains("exec-ok"), "{out:?}");
     }
     // the shim holds no descriptor of a deleted exec (FIFO ends, pid files, sockets)
-    let deadline = Instant::now() + Duration::from_secs(3);
+    let deadline = Instant::now() + scaled(Duration::from_secs(3));
     while fds_of(shim) > fds_before && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(20));
     }
@@ -225,23 +242,24 @@ fn shim_runs_tasks_with_output_and_exit_codes() {
         task_status(&ctd, id).map(|s| s.1).as_deref(),
         Some("PAUSED")
     );
-    let freezer = cgroup_mounts()
-        .into_iter()
-        .map(|m| m.join(&ns).join(id).join("freezer.state"))
-        .find(|p| p.exists());
-    if let Some(f) = &freezer {
-        assert_eq!(fs::read_to_string(f).unwrap().trim(), "FROZEN");
-    }
+    assert_eq!(frozen(&ns, id), Some(true), "the freezer of {ns}/{id}");
     ok(&ctd, &["tasks", "resume", id]);
     assert_eq!(
         task_status(&ctd, id).map(|s| s.1).as_deref(),
         Some("RUNNING")
     );
-    // metrics: containerd decodes them (table and json), with real values
+    assert_eq!(frozen(&ns, id), Some(false), "the freezer of {ns}/{id}");
+    // metrics: containerd decodes them (table and json), with real values, in the Metrics
+    // type of the host's hierarchy (ctr prints each type's own rows)
     let table = ok(&ctd, &["tasks", "metrics", id]);
+    let (want, not) = if cgroup_v2() {
+        ("cpu.usage_usec", "memory.usage_in_bytes")
+    } else {
+        ("memory.usage_in_bytes", "cpu.usage_usec")
+    };
     assert!(
-        table.contains("memory.usage_in_bytes") || table.contains("memory.usage"),
-        "{table}"
+        table.contains(want) && !table.contains(not),
+        "want {want}, not {not}: {table}"
     );
     let json: serde_json::Value =
         serde_json::from_str(&ok(&ctd, &["tasks", "metrics", "--format", "json", id])).unwrap();
@@ -275,72 +293,13 @@ fn shim_runs_tasks_with_output_and_exit_codes() {
     assert_clean(ctd);
 }
 
-/// `ctr events` on its own thread: (topic, event JSON) lines.
-struct Events {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Events {
-    fn watch(ctd: &Containerd) -> Self {
-        let mut cmd = ctd.ctr_command(&["events"]);
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        let mut child = cmd.spawn().unwrap();
-        let out = child.stdout.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&lines);
-        thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(l);
-            }
-        });
-        // ctr events subscribes asynchronously: give it a moment
-        thread::sleep(Duration::from_millis(300));
-        Events { child, lines }
-    }
-
-    /// Task topics of container `id`, in order.
-    fn topics(&self, id: &str) -> Vec<String> {
-        let needle = format!("\"container_id\":\"{id}\"");
-        self.lines
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|l| l.contains(&needle) || l.contains(&format!("\"id\":\"{id}\"")))
-            // `<date> <time> <zone> <zone name> <namespace> <topic> <event>`
-            .filter_map(|l| l.split_whitespace().nth(5).map(str::to_string))
-            .filter(|t| t.starts_with("/tasks/"))
-            .collect()
-    }
-
-    fn wait_for(&self, id: &str, topic: &str, timeout: Duration) -> Vec<String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let t = self.topics(id);
-            if t.iter().any(|x| x == topic) || Instant::now() >= deadline {
-                return t;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Events {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn shim_publishes_task_events_in_order() {
     if !ready() {
         return;
     }
     let (ctd, image) = start();
-    let events = Events::watch(&ctd);
+    let events = Events::watch(&ctd).unwrap();
     let id = "evented";
     run_ok(&ctd, &["-d", &image, id, "sleep", "1000"]);
     let fifo = ctd.fifo_dir();
@@ -374,7 +333,7 @@ fn shim_publishes_task_events_in_order() {
         got,
         want,
         "events of {id} out of order: {:#?}",
-        events.lines.lock().unwrap()
+        events.lines()
     );
     drop(events);
     assert_gone(&ctd, &[id]);
@@ -387,7 +346,7 @@ fn shim_publishes_oom_before_exit() {
         return;
     }
     let (ctd, image) = start();
-    let events = Events::watch(&ctd);
+    let events = Events::watch(&ctd).unwrap();
     let id = "hog";
     // doubles a shell string until the 32 MiB limit kills it
     let out = ctd.ctr_run(&[
@@ -436,7 +395,7 @@ fn shim_sigkill_then_containerd_cleans_up() {
     )
     .unwrap();
     // containerd notices, runs `containerd-shim-paddock-v2 delete`: the sandbox goes
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + scaled(Duration::from_secs(20));
     let state = paddock_state(&ctd, id);
     let cgroups: Vec<PathBuf> = cgroup_mounts()
         .into_iter()
@@ -489,7 +448,7 @@ fn shim_tasks_survive_a_containerd_restart() {
         "the task kept running"
     );
     // managed again: exec, pause/resume, metrics, kill, delete — and events still flow
-    let events = Events::watch(&ctd);
+    let events = Events::watch(&ctd).unwrap();
     let fifo = ctd.fifo_dir();
     let out = ctd.ctr(&[
         "tasks",
@@ -670,7 +629,7 @@ fn shim_log_uris_and_terminal() {
         "echo via-binary",
     ]);
     assert!(out.status.success(), "{out:?}\n{}", ctd.log_tail(30));
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + scaled(Duration::from_secs(5));
     let mut got = String::new();
     while Instant::now() < deadline {
         got = fs::read_to_string(&sink).unwrap_or_default();
@@ -768,7 +727,7 @@ fn task_pids(ctd: &Containerd, id: &str) -> Vec<u32> {
 }
 
 fn wait_pids(ctd: &Containerd, id: &str, n: usize) -> Vec<u32> {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + scaled(Duration::from_secs(10));
     loop {
         let p = task_pids(ctd, id);
         if p.len() == n || Instant::now() >= deadline {
@@ -892,7 +851,7 @@ fn shim_update_resize_and_kill_all() {
         );
     }
     ok(&ctd, &["tasks", "kill", "-s", "SIGTERM", id]);
-    thread::sleep(Duration::from_millis(500));
+    thread::sleep(scaled(Duration::from_millis(500)));
     assert_eq!(
         task_pids(&ctd, id).len(),
         2,
