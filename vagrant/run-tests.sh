@@ -35,14 +35,23 @@ export PADDOCK_TEST_TIME_SCALE=${PADDOCK_TEST_TIME_SCALE:-20}
 export PADDOCK_QUOTA_PROJECT_STORES=/srv/quota/ext4:/srv/quota/xfs
 export RUST_BACKTRACE=1
 
+# Every output line with the seconds since its binary started: a test's line is complete
+# ("test NAME ... ok") when the test ends, so consecutive stamps give each test's time.
+stamp() {
+  local t0=$SECONDS line
+  while IFS= read -r line || [ -n "$line" ]; do
+    printf '[%5ds] %s\n' $((SECONDS - t0)) "$line"
+  done
+}
+
 failed=()
 total_start=$(date +%s)
 while read -r crate_dir name; do
   [ -n "$name" ] || continue
   start=$(date +%s)
   echo "run-tests: === $name (${args[*]:-all})"
-  (cd "$repo/$crate_dir" && "$stage/bin/$name" --test-threads=1 "${args[@]}")
-  rc=$?
+  (cd "$repo/$crate_dir" && "$stage/bin/$name" --test-threads=1 "${args[@]}") 2>&1 | stamp
+  rc=${PIPESTATUS[0]}
   echo "run-tests: === $name rc=$rc in $(( $(date +%s) - start ))s"
   [ $rc -eq 0 ] || failed+=("$name")
 done <"$stage/list"

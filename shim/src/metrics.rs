@@ -4,7 +4,7 @@
 //! (`io.containerd.cgroups.v2.Metrics`) on the unified hierarchy. The disk quota has no field
 //! in either type; `paddock events` reports it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use containerd_shim::protos::cgroups::metrics as m1;
 use containerd_shim::protos::cgroups_v2::metrics as m2;
@@ -133,8 +133,58 @@ fn sorted<V>(map: &HashMap<String, V>) -> impl Iterator<Item = (&String, &V)> {
     v.into_iter()
 }
 
-/// cgroup v2 metrics (the library reports v2 CPU times in microseconds, as `cpu.stat` does).
-pub fn v2(s: &Stats, oom_kills: Option<u64>) -> m2::Metrics {
+/// `memory.events` of a v2 cgroup as containerd's MemoryEvents. `oom_kill` counts processes
+/// killed, as on v1: the kernel's `oom_kill` less the second count it gives the victim of each
+/// group kill (`memory.oom.group`, [`paddock_runtime::oom::v2_kills`]); the other counters as
+/// the kernel keeps them. `None` if the text has no `oom_kill` line.
+pub fn memory_events(text: &str) -> Option<m2::MemoryEvents> {
+    use paddock_runtime::oom::parse_counter;
+    let c = |key: &str| parse_counter(text, key).unwrap_or(0);
+    Some(m2::MemoryEvents {
+        low: c("low"),
+        high: c("high"),
+        max: c("max"),
+        oom: c("oom"),
+        oom_kill: paddock_runtime::oom::v2_kills(text)?,
+        oom_group_kill: c("oom_group_kill"),
+        ..Default::default()
+    })
+}
+
+/// v2 `io.stat` (which the library reports as blkio entries with the ops `read` and `write`,
+/// bytes and operations) as containerd's IOStat: one entry per device.
+fn io(s: &Stats) -> m2::IOStat {
+    let mut devices: BTreeMap<(u64, u64), m2::IOEntry> = BTreeMap::new();
+    let mut add = |entries: &[paddock_runtime::stats::BlkioEntry], bytes: bool| {
+        for e in entries {
+            let d = devices
+                .entry((e.major, e.minor))
+                .or_insert_with(|| m2::IOEntry {
+                    major: e.major,
+                    minor: e.minor,
+                    ..Default::default()
+                });
+            let field = match (e.op.to_ascii_lowercase().as_str(), bytes) {
+                ("read", true) => &mut d.rbytes,
+                ("write", true) => &mut d.wbytes,
+                ("read", false) => &mut d.rios,
+                ("write", false) => &mut d.wios,
+                _ => continue,
+            };
+            *field = field.saturating_add(e.value);
+        }
+    };
+    add(&s.blkio.io_service_bytes_recursive, true);
+    add(&s.blkio.io_serviced_recursive, false);
+    m2::IOStat {
+        usage: devices.into_values().collect(),
+        ..Default::default()
+    }
+}
+
+/// cgroup v2 metrics (the library reports v2 CPU times in microseconds, as `cpu.stat` does);
+/// `events`: the cgroup's [`memory_events`].
+pub fn v2(s: &Stats, events: Option<m2::MemoryEvents>) -> m2::Metrics {
     let r = |k: &str| raw(s, k);
     let memory = m2::MemoryStat {
         anon: r("anon"),
@@ -200,13 +250,8 @@ pub fn v2(s: &Stats, oom_kills: Option<u64>) -> m2::Metrics {
                 ..Default::default()
             })
             .collect(),
-        memory_events: match oom_kills {
-            Some(n) => MessageField::some(m2::MemoryEvents {
-                oom_kill: n,
-                ..Default::default()
-            }),
-            None => MessageField::none(),
-        },
+        io: MessageField::some(io(s)),
+        memory_events: events.into(),
         ..Default::default()
     }
 }
@@ -247,7 +292,8 @@ mod tests {
 
     #[test]
     fn v2_fields() {
-        let m = v2(&sample(), Some(1));
+        let events = memory_events("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n");
+        let m = v2(&sample(), events);
         assert_eq!(
             (m.cpu.usage_usec, m.cpu.user_usec, m.cpu.system_usec),
             (1000, 600, 400)
@@ -256,6 +302,52 @@ mod tests {
         assert_eq!(m.memory.usage_limit, 64 << 20);
         assert_eq!(m.memory.anon, 1024);
         assert_eq!(m.pids.current, 3);
-        assert_eq!(m.memory_events.oom_kill, 1);
+        assert_eq!((m.memory_events.max, m.memory_events.oom_kill), (3, 1));
+        assert!(v2(&sample(), None).memory_events.is_none());
+    }
+
+    #[test]
+    fn v2_memory_events_count_a_group_kills_victim_once() {
+        // memory.oom.group: the victim counted as victim and as group member
+        let e = memory_events("low 1\nhigh 2\nmax 9\noom 1\noom_kill 2\noom_group_kill 1\n")
+            .map(|e| (e.low, e.high, e.max, e.oom, e.oom_kill, e.oom_group_kill));
+        assert_eq!(e, Some((1, 2, 9, 1, 1, 1)));
+        // a group kill of four processes
+        let kills = |text: &str| memory_events(text).map(|e| e.oom_kill);
+        assert_eq!(kills("oom 1\noom_kill 5\noom_group_kill 1\n"), Some(4));
+        // kernels before oom_group_kill was counted
+        assert_eq!(kills("oom 2\noom_kill 2\n"), Some(2));
+        assert!(memory_events("").is_none());
+        assert!(memory_events("oom 1\n").is_none());
+    }
+
+    #[test]
+    fn v2_io_is_one_entry_per_device() {
+        let mut s = sample();
+        let e = |major, minor, op: &str, value| paddock_runtime::stats::BlkioEntry {
+            major,
+            minor,
+            op: op.into(),
+            value,
+        };
+        s.blkio.io_service_bytes_recursive = vec![
+            e(254, 0, "read", 4096),
+            e(254, 0, "write", 1 << 22),
+            e(7, 1, "read", 512),
+            e(7, 1, "write", 0),
+            e(254, 0, "discard", 99),
+        ];
+        s.blkio.io_serviced_recursive = vec![e(254, 0, "read", 1), e(254, 0, "write", 32)];
+        let io = v2(&s, None).io;
+        let got: Vec<_> = io
+            .usage
+            .iter()
+            .map(|d| (d.major, d.minor, d.rbytes, d.wbytes, d.rios, d.wios))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(7, 1, 512, 0, 0, 0), (254, 0, 4096, 1 << 22, 1, 32)]
+        );
+        assert!(v2(&sample(), None).io.usage.is_empty());
     }
 }

@@ -2,7 +2,8 @@
 //! (cargo feature `vm`; `scripts/vm-test.sh` runs it in a Debian 12 guest, since this machine
 //! kind is cgroup v1 hybrid). A private containerd drives the shim; what containerd gets back
 //! is checked against the sandbox's files in the one v2 tree: `Stats` as containerd's
-//! `io.containerd.cgroups.v2.Metrics` (ctr prints that type's own rows), `Pids` against
+//! `io.containerd.cgroups.v2.Metrics` (ctr prints that type's own rows; pids, cpu, memory,
+//! io and `memory.events` against the cgroup's files), `Pids` against
 //! `cgroup.procs`, `Pause`/`Resume` through `cgroup.freeze`, `Update` in `memory.max`,
 //! `pids.max` and `memory.swap.max`, and OOM kills read from `memory.events` published once
 //! as `TaskOOM`, before the `TaskExit` of the killed process, with both OOM policies.
@@ -11,6 +12,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -181,6 +183,14 @@ fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
 fn shim_stats_pids_pause_and_update_on_the_v2_tree() {
     let (ctd, image) = start();
     let id = "v2task";
+    // a directory on the guest's disk (the rootfs is on /run, a tmpfs): 4 MiB written there
+    // with fsync are block I/O of the sandbox's cgroup
+    let data = tempfile::tempdir_in("/var/tmp").unwrap();
+    fs::set_permissions(data.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    let mount = format!(
+        "type=bind,src={},dst=/data,options=rbind:rw",
+        data.path().display()
+    );
     run_ok(
         &ctd,
         &[
@@ -189,13 +199,19 @@ fn shim_stats_pids_pause_and_update_on_the_v2_tree() {
             &(64 * MIB).to_string(),
             "--annotation",
             "io.paddock.pids=40",
+            "--mount",
+            &mount,
             &image,
             id,
             "sh",
             "-c",
-            "sleep 100000 & exec sleep 100001",
+            "dd if=/dev/zero of=/data/io bs=1048576 count=4 conv=fsync 2>/dev/null && \
+             touch /data/written; sleep 100000 & exec sleep 100001",
         ],
     );
+    wait_until("the sandbox wrote /data/io", || {
+        data.path().join("written").exists()
+    });
     let dir = cgroup(&ctd, id);
     assert_eq!(read(&dir.join("memory.max")), (64 * MIB).to_string());
     assert_eq!(read(&dir.join("memory.swap.max")), "0", "no swap");
@@ -248,6 +264,29 @@ fn shim_stats_pids_pause_and_update_on_the_v2_tree() {
         "memory.stat: {m}"
     );
     assert_eq!(u(&m["memory_events"]["oom_kill"]), 0, "{m}");
+    // io: the device the 4 MiB went to, as io.stat has it
+    let io_stat = read(&dir.join("io.stat"));
+    let written = m["io"]["usage"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|d| u(&d["wbytes"]) >= 4 * MIB)
+        .unwrap_or_else(|| {
+            panic!("no device with 4 MiB written in the metrics: {m}\nio.stat: {io_stat}")
+        });
+    let device = format!("{}:{} ", u(&written["major"]), u(&written["minor"]));
+    let line = io_stat
+        .lines()
+        .find(|l| l.starts_with(&device))
+        .unwrap_or_else(|| panic!("{device} not in io.stat: {io_stat}"));
+    let wbytes: u64 = line
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("wbytes=")?.parse().ok())
+        .unwrap();
+    assert!(
+        u(&written["wbytes"]) <= wbytes,
+        "metrics {written} vs io.stat {line}"
+    );
 
     // Pause / Resume: cgroup.freeze, and the kernel says the tree is frozen
     ok(&ctd, &["tasks", "pause", id]);
@@ -344,7 +383,10 @@ fn shim_reports_v2_oom_kills_once_before_the_exit() {
         "the init survives"
     );
     let m = metrics(&ctd, id);
-    assert_eq!(u(&m["memory_events"]["oom_kill"]), 1, "{m}");
+    let counted = &m["memory_events"];
+    assert_eq!(u(&counted["oom_kill"]), 1, "{m}");
+    assert!(u(&counted["oom"]) >= 1 && u(&counted["max"]) >= 1, "{m}");
+    assert_eq!(u(&counted["oom_group_kill"]), 0, "{m}");
     // one OOM published for one kill, before the exec's exit
     let got = events.wait_for(id, "/tasks/exit", Duration::from_secs(10));
     let oom: Vec<usize> = positions(&got, "/tasks/oom");

@@ -11,19 +11,25 @@ use crate::metrics;
 impl Service {
     pub(crate) fn stats_(&self, req: &StatsRequest) -> ttrpc::Result<StatsResponse> {
         let id = req.id.as_str();
-        let (root, unified, oom) = {
+        let (root, v2_dir, cgroup) = {
             let mut t = self.shared.lock();
             let c = super::container(&mut t, id)?;
-            let unified = c.cgroup.as_ref().is_some_and(|cg| cg.v2_dir().is_some());
-            let oom = c.cgroup.as_ref().and_then(paddock_runtime::oom::kill_count);
-            (c.paddock.root.clone(), unified, oom)
+            let v2_dir = c.cgroup.as_ref().and_then(|cg| cg.v2_dir());
+            (c.paddock.root.clone(), v2_dir, c.cgroup.clone())
         };
         let s = paddock_runtime::sandbox::stats(&root, id)
             .map_err(|e| error(Code::UNKNOWN, format!("stats of {id}: {e}")))?;
-        let any = if unified {
-            convert_to_any(Box::new(metrics::v2(&s, oom)))
-        } else {
-            convert_to_any(Box::new(metrics::v1(&s, oom)))
+        let any = match v2_dir {
+            Some(dir) => {
+                let events = std::fs::read_to_string(dir.join("memory.events"))
+                    .ok()
+                    .and_then(|text| metrics::memory_events(&text));
+                convert_to_any(Box::new(metrics::v2(&s, events)))
+            }
+            None => {
+                let oom = cgroup.as_ref().and_then(paddock_runtime::oom::kill_count);
+                convert_to_any(Box::new(metrics::v1(&s, oom)))
+            }
         }
         .map_err(|e| error(Code::INTERNAL, format!("encode stats of {id}: {e}")))?;
         Ok(StatsResponse {
