@@ -6,7 +6,7 @@
 //! - [`service`]: the binary actions (`start`, `delete`) and the ttrpc server;
 //! - [`task`]: the Task API, one method per verb, over the table in [`container`];
 //! - [`runtime`]: running `paddock`; [`reaper`]: collecting exits as the child subreaper;
-//! - [`stdio`], [`console`]: containerd's FIFOs, log URIs and terminals;
+//! - [`stdio`], [`console`]: containerd's FIFOs, log URIs and terminals; [`rootfs`]: mounts;
 //! - [`events`]: ordered publishing to containerd; [`oom`]: the OOM watcher thread;
 //! - [`idle`]: giving back what an idle shim does not need resident;
 //! - [`metrics`]: runtime statistics in containerd's cgroup Metrics types;
@@ -20,6 +20,7 @@ mod metrics;
 mod oom;
 mod options;
 mod reaper;
+mod rootfs;
 mod runtime;
 mod service;
 mod stdio;

@@ -91,13 +91,32 @@ pub fn save(bundle: &Path, r: &Resolved) -> std::io::Result<()> {
     std::fs::write(bundle.join(BUNDLE_FILE), data)
 }
 
-/// What [`save`] recorded, if anything.
-pub fn load(bundle: &Path) -> Option<Resolved> {
-    let data = std::fs::read(bundle.join(BUNDLE_FILE)).ok()?;
-    serde_json::from_slice(&data).ok()
+/// What [`save`] recorded: `Ok(None)` if nothing is recorded (no sandbox was ever made from
+/// this bundle, or the shim's `Delete` removed it and [`forget`] said so), `Err` if the record
+/// is unreadable.
+pub fn load(bundle: &Path) -> Result<Option<Resolved>, String> {
+    let path = bundle.join(BUNDLE_FILE);
+    let data = match std::fs::read(&path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("read {}: {e}", path.display())),
+    };
+    serde_json::from_slice(&data)
+        .map(Some)
+        .map_err(|e| format!("parse {}: {e}", path.display()))
+}
+
+/// The container's sandbox is gone (deleted through the shim): a later `delete` action has
+/// nothing to ask the runtime for.
+pub fn forget(bundle: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(bundle.join(BUNDLE_FILE)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
 
@@ -140,6 +159,21 @@ mod tests {
                 root: PathBuf::from("/run/pd/ns")
             }
         );
+    }
+
+    #[test]
+    fn saved_loaded_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(load(dir.path()), Ok(None));
+        let r = resolve("", "/run/pd", "ns", None);
+        save(dir.path(), &r).unwrap();
+        assert_eq!(load(dir.path()), Ok(Some(r)));
+        forget(dir.path()).unwrap();
+        assert_eq!(load(dir.path()), Ok(None));
+        forget(dir.path()).unwrap();
+        std::fs::write(dir.path().join(BUNDLE_FILE), b"{not json").unwrap();
+        let e = load(dir.path()).unwrap_err();
+        assert!(e.contains("paddock-shim.json"), "{e}");
     }
 
     #[test]

@@ -32,7 +32,10 @@ fn handled() -> SigSet {
 }
 
 /// Makes the process a child subreaper and blocks the handled signals. Call from `main`
-/// before any thread exists, so that every thread inherits the mask.
+/// before any thread exists, so that every thread inherits the mask. Children started through
+/// `std::process::Command` do not inherit it: the standard library empties the signal mask of
+/// every child it spawns (the spawn tests check the container's mask), which also lets it use
+/// `posix_spawn` (a vfork, not a copy of the threaded shim) as long as no `pre_exec` is set.
 pub fn prepare() -> nix::Result<()> {
     // SAFETY: prctl(PR_SET_CHILD_SUBREAPER, 1) takes no pointers.
     let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
@@ -40,22 +43,6 @@ pub fn prepare() -> nix::Result<()> {
         return Err(Errno::last());
     }
     nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&handled()), None)
-}
-
-/// Gives a child the signal mask a process normally starts with: the handled signals are
-/// blocked in every thread of the shim, and a blocked mask survives fork and exec. Without
-/// this, the container processes `paddock` starts would inherit SIGTERM, SIGINT, SIGPIPE and
-/// SIGCHLD blocked (SIGTERM from `ctr task kill` would stay pending forever).
-pub fn unblock_in_child(cmd: &mut std::process::Command) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: the closure runs in the forked child before exec and only calls
-    // pthread_sigmask (async-signal-safe) on a signal set built on its own stack.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_UNBLOCK, Some(&handled()), None)
-                .map_err(std::io::Error::from)
-        });
-    }
 }
 
 /// The exit code containerd expects: the code, or 128 + the signal.

@@ -78,7 +78,6 @@ impl Paddock {
                 true
             }
         };
-        crate::reaper::unblock_in_child(&mut cmd);
         let exits = Exits::subscribe()?;
         let mut child = cmd
             .spawn()

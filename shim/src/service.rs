@@ -7,7 +7,7 @@
 
 use std::ffi::OsString;
 use std::io::Write;
-use std::os::fd::IntoRawFd;
+use std::os::fd::{AsRawFd, IntoRawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -17,7 +17,8 @@ use containerd_shim::api::DeleteResponse;
 use containerd_shim::protos::protobuf::Message;
 use containerd_shim::protos::{create_task, ttrpc::Server};
 use containerd_shim::util::{timestamp, write_address};
-use containerd_shim::{Flags, StartOpts};
+use containerd_shim::Flags;
+use nix::unistd::ForkResult;
 
 use crate::container::{Shared, Table};
 use crate::events::Publisher;
@@ -98,22 +99,11 @@ fn start(flags: &Flags) -> Result<(), String> {
         .unwrap_or_default();
     let grouping = options::grouping(&flags.id, &annotations);
     let address = containerd_shim::socket_address(&flags.address, &flags.namespace, &grouping);
+    std::env::set_current_dir(&bundle).map_err(|e| format!("chdir {}: {e}", bundle.display()))?;
     // Another container of the pod already has its shim: use it.
     if UnixStream::connect(socket_path(&address)).is_err() {
-        let ttrpc_address =
-            std::env::var("TTRPC_ADDRESS").map_err(|_| "TTRPC_ADDRESS is not set".to_string())?;
-        let opts = StartOpts {
-            id: flags.id.clone(),
-            publish_binary: flags.publish_binary.clone(),
-            address: flags.address.clone(),
-            ttrpc_address,
-            namespace: flags.namespace.clone(),
-            debug: flags.debug,
-        };
-        containerd_shim::spawn(opts, &grouping, Vec::new())
-            .map_err(|e| format!("launch shim: {e}"))?;
+        launch(flags, &address)?;
     }
-    std::env::set_current_dir(&bundle).map_err(|e| format!("chdir {}: {e}", bundle.display()))?;
     write_address(&address).map_err(|e| format!("write address: {e}"))?;
     let mut out = std::io::stdout().lock();
     out.write_all(address.as_bytes())
@@ -121,26 +111,86 @@ fn start(flags: &Flags) -> Result<(), String> {
         .map_err(|e| format!("write stdout: {e}"))
 }
 
-/// `delete`: the shim of this container is gone; remove the sandbox and the rootfs mounts.
-fn delete(flags: &Flags) -> Result<(), String> {
-    reaper::prepare().map_err(|e| format!("set up the reaper: {e}"))?;
-    reaper::start(|_, _| {}).map_err(|e| format!("start the reaper: {e}"))?;
-    let bundle = bundle_dir(flags)?;
-    let resolved = options::load(&bundle)
-        .unwrap_or_else(|| options::resolve("", "", &flags.namespace, options::sibling_binary()));
-    let paddock = Paddock {
-        binary: resolved.binary,
-        root: resolved.root,
+/// Forks the shim off the `start` action. The socket is bound before the fork, so containerd
+/// may connect as soon as the address is printed: its requests wait in the socket's backlog
+/// while the child sets up, and the binary is not executed a second time.
+fn launch(flags: &Flags, address: &str) -> Result<(), String> {
+    if std::env::var_os("TTRPC_ADDRESS").is_none() {
+        return Err("TTRPC_ADDRESS is not set".into());
+    }
+    // A live shim that bound the socket since we looked serves it.
+    let Some(listener) = listen(address)? else {
+        return Ok(());
     };
-    let args: Vec<OsString> = vec!["delete".into(), "--force".into(), flags.id.clone().into()];
-    // `delete --force` of a sandbox that was never created succeeds: an error here is real
-    // (a missing `paddock` binary, say), and containerd shows the shim's stderr in its log.
-    if let Err(e) = paddock.run(&args, None, &bundle) {
-        eprintln!("{NAME}: delete {}: {e}", flags.id);
+    // SAFETY: the start action runs no thread besides this one, so the child may run any code.
+    match unsafe { nix::unistd::fork() } {
+        // the child holds the listener now; ours closes
+        Ok(ForkResult::Parent { .. }) => Ok(()),
+        Ok(ForkResult::Child) => {
+            // containerd reads the start action's output until EOF: the shim keeps none of it
+            detach_stdio();
+            let code = match run(listener, flags, address) {
+                Ok(()) => 0,
+                Err(e) => {
+                    log::error!("{e}");
+                    1
+                }
+            };
+            std::process::exit(code)
+        }
+        Err(e) => Err(format!("fork the shim: {e}")),
+    }
+}
+
+/// stdin, stdout and stderr on `/dev/null`.
+fn detach_stdio() {
+    let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    else {
+        return;
+    };
+    for fd in [libc::STDIN_FILENO, libc::STDOUT_FILENO, libc::STDERR_FILENO] {
+        // SAFETY: dup2 onto a standard descriptor of this process from one it owns.
+        unsafe { libc::dup2(null.as_raw_fd(), fd) };
+    }
+}
+
+/// `delete`: the shim of this container is gone; remove the sandbox and the rootfs mounts.
+/// containerd runs this after every shim, also one that deleted its container itself: then the
+/// bundle records no sandbox and the runtime is not asked again.
+fn delete(flags: &Flags) -> Result<(), String> {
+    let bundle = bundle_dir(flags)?;
+    let resolved = options::load(&bundle).unwrap_or_else(|e| {
+        eprintln!("{NAME}: {e}; deleting {} with the defaults", flags.id);
+        Some(options::resolve(
+            "",
+            "",
+            &flags.namespace,
+            options::sibling_binary(),
+        ))
+    });
+    if let Some(resolved) = resolved {
+        reaper::prepare().map_err(|e| format!("set up the reaper: {e}"))?;
+        reaper::start(|_, _| {}).map_err(|e| format!("start the reaper: {e}"))?;
+        let paddock = Paddock {
+            binary: resolved.binary,
+            root: resolved.root,
+        };
+        let args: Vec<OsString> = vec!["delete".into(), "--force".into(), flags.id.clone().into()];
+        // `delete --force` of a sandbox that was never created succeeds: an error here is real
+        // (a missing `paddock` binary, say), and containerd shows the shim's stderr in its log.
+        match paddock.run(&args, None, &bundle) {
+            Ok(()) => {
+                let _ = options::forget(&bundle);
+            }
+            Err(e) => eprintln!("{NAME}: delete {}: {e}", flags.id),
+        }
+        remove_if_empty(&paddock.root);
     }
     crate::task::unmount_rootfs(&bundle.join("rootfs"));
     remove_dead_socket(&bundle);
-    remove_if_empty(&paddock.root);
     let resp = DeleteResponse {
         exited_at: Some(timestamp().unwrap_or_default()).into(),
         exit_status: 128 + libc::SIGKILL as u32,
@@ -186,25 +236,30 @@ fn listen(socket: &str) -> Result<Option<UnixListener>, String> {
     }
 }
 
-/// The shim: serve until containerd says `Shutdown` with no container left.
+/// No action: the shim on `-socket`, as a `start` action launching it by exec would run it.
 fn serve(flags: &Flags) -> Result<(), String> {
+    if flags.socket.is_empty() {
+        return Err("-socket is required".into());
+    }
+    let Some(listener) = listen(&flags.socket)? else {
+        write_address(&flags.socket).map_err(|e| format!("write address: {e}"))?;
+        return Ok(());
+    };
+    run(listener, flags, &flags.socket)
+}
+
+/// The shim: serve on `listener` until containerd says `Shutdown` with no container left.
+fn run(listener: UnixListener, flags: &Flags, socket: &str) -> Result<(), String> {
     // One malloc arena for all threads: each thread's own arena would keep its pages resident.
     // SAFETY: mallopt only sets an allocator parameter; called before any thread exists.
     unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
     // Before any thread exists: the signal mask is inherited by every thread.
     reaper::prepare().map_err(|e| format!("set up the reaper: {e}"))?;
     let _ = nix::unistd::setsid();
-    if flags.socket.is_empty() {
-        return Err("-socket is required".into());
-    }
     if let Err(e) = containerd_shim::logger::init(flags.debug, "info", &flags.namespace, &flags.id)
     {
         eprintln!("{NAME}: no log: {e}");
     }
-    let Some(listener) = listen(&flags.socket)? else {
-        write_address(&flags.socket).map_err(|e| format!("write address: {e}"))?;
-        return Ok(());
-    };
     let ttrpc_address =
         std::env::var("TTRPC_ADDRESS").map_err(|_| "TTRPC_ADDRESS is not set".to_string())?;
     let events = Publisher::start(ttrpc_address, flags.namespace.clone())
@@ -238,14 +293,14 @@ fn serve(flags: &Flags) -> Result<(), String> {
     server
         .start()
         .map_err(|e| format!("start the ttrpc server: {e}"))?;
-    // Tell `start` we serve: it reads our stdout until EOF.
+    // A `start` action that exec'd us reads our stdout until EOF.
     // SAFETY: dup2 on two descriptors this process owns; stdout becomes a copy of stderr.
     unsafe { libc::dup2(libc::STDERR_FILENO, libc::STDOUT_FILENO) };
     // Serve until Shutdown, trimming the resident set whenever requests stop.
     idle.poke();
     waiter.run();
     server.shutdown();
-    let _ = std::fs::remove_file(socket_path(&flags.socket));
+    let _ = std::fs::remove_file(socket_path(socket));
     remove_empty_roots(&shared);
     Ok(())
 }

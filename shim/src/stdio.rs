@@ -263,7 +263,6 @@ fn binary_logger(
             Ok(())
         });
     }
-    crate::reaper::unblock_in_child(&mut cmd);
     cmd.spawn()
         .map_err(|e| format!("start logging binary {}: {e}", path.display()))?;
     // The logger is reaped by the reaper; it exits once every writer of its pipes is gone.

@@ -216,12 +216,7 @@ fn mount_rootfs(req: &CreateTaskRequest, rootfs: &Path) -> Result<bool, String> 
     }
     std::fs::create_dir_all(rootfs).map_err(|e| format!("create {}: {e}", rootfs.display()))?;
     for m in &req.rootfs {
-        if let Err(e) = containerd_shim::mount::mount_rootfs(
-            Some(m.type_.as_str()),
-            Some(m.source.as_str()),
-            &m.options,
-            rootfs,
-        ) {
+        if let Err(e) = crate::rootfs::mount_one(&m.type_, &m.source, &m.options, rootfs) {
             unmount_rootfs(rootfs);
             return Err(format!("{} on {}: {e}", m.type_, rootfs.display()));
         }

@@ -12,6 +12,7 @@ use containerd_shim::util::timestamp;
 use super::create::unmount_rootfs;
 use super::{error, not_found, Service};
 use crate::container::Exit;
+use crate::options;
 
 impl Service {
     pub(crate) fn delete_(&self, req: &DeleteRequest) -> ttrpc::Result<DeleteResponse> {
@@ -56,7 +57,20 @@ impl Service {
         paddock
             .run(&args, None, &bundle)
             .map_err(|e| error(Code::UNKNOWN, e))?;
-        unmount_rootfs(&bundle.join("rootfs"));
+        let rootfs = bundle.join("rootfs");
+        match crate::rootfs::detach(&rootfs) {
+            Ok(n) if n > 0 => {}
+            // nothing mounted at the rootfs (a bundle of its own), or it cannot be detached
+            Ok(_) => unmount_rootfs(&rootfs),
+            Err(e) => {
+                log::warn!("container {id}: {e}");
+                unmount_rootfs(&rootfs);
+            }
+        }
+        // containerd runs the `delete` action next: it need not ask paddock again
+        if let Err(e) = options::forget(&bundle) {
+            log::warn!("container {id}: {e}");
+        }
         self.oom.remove(id);
         let mut t = self.shared.lock();
         let c = t.containers.remove(id).ok_or_else(|| not_found(id, ""))?;
