@@ -44,17 +44,46 @@ def log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
+PADDOCK_SHIM_STATE = "/run/paddock/containerd"
+
+
+def mount_tmpfs(path):
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0711", "paddock-bench", path], check=True)
+
+
 class Containerd:
-    def __init__(self, bin_dir):
+    """A private containerd. With `state_on_tmpfs` its state, the runtimes' state roots and
+    the paddock shim's state directory are on a tmpfs, as /run is on a standard node (on this
+    machine /run is a disk filesystem); its root (metadata, content, snapshots) stays on disk
+    under /var/tmp, as /var/lib/containerd would be."""
+
+    def __init__(self, bin_dir, state_on_tmpfs=True):
         self.dir = tempfile.mkdtemp(prefix="paddock-bench-ctd-", dir="/run")
+        self.disk = tempfile.mkdtemp(prefix="paddock-bench-ctd-root-", dir="/var/tmp")
+        self.mounted = []
+        self.notes = []
+        if state_on_tmpfs:
+            mount_tmpfs(self.dir)
+            self.mounted.append(self.dir)
+            os.makedirs(PADDOCK_SHIM_STATE, exist_ok=True)
+            if os.path.ismount(PADDOCK_SHIM_STATE) or os.listdir(PADDOCK_SHIM_STATE):
+                self.notes.append(f"{PADDOCK_SHIM_STATE} is in use, so paddock's shim state stays where it is")
+            else:
+                mount_tmpfs(PADDOCK_SHIM_STATE)
+                self.mounted.append(PADDOCK_SHIM_STATE)
+            self.notes.append("containerd's state, the runtimes' state roots and paddock's shim state on a "
+                              "tmpfs, as /run is on a standard node; containerd's root on disk (/var/tmp)")
+        else:
+            self.notes.append("containerd's state and root and the runtimes' state roots on disk")
         self.sock = os.path.join(self.dir, "containerd.sock")
-        for sub in ("root", "state", "tmp", "opt", "runc-root", "fifo"):
+        for sub in ("state", "tmp", "opt", "runc-root", "fifo"):
             os.makedirs(os.path.join(self.dir, sub))
+        os.makedirs(os.path.join(self.disk, "root"))
         cfg = os.path.join(self.dir, "config.toml")
         d = self.dir
         with open(cfg, "w") as f:
             f.write(f"""version = 2
-root = "{d}/root"
+root = "{self.disk}/root"
 state = "{d}/state"
 temp = "{d}/tmp"
 disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs",
@@ -139,8 +168,12 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-            subprocess.run(["umount", "-R", "-l", self.dir], stderr=subprocess.DEVNULL)
-            shutil.rmtree(self.dir, ignore_errors=True)
+            for path in (self.dir, self.disk):
+                subprocess.run(["umount", "-R", "-l", path], stderr=subprocess.DEVNULL)
+                shutil.rmtree(path, ignore_errors=True)
+            for path in self.mounted:
+                if os.path.ismount(path):
+                    subprocess.run(["umount", "-l", path], stderr=subprocess.DEVNULL)
             for mnt in cgroup_mounts():
                 p = os.path.join(mnt, NS)
                 if os.path.isdir(p):
@@ -250,6 +283,9 @@ def main():
     ap.add_argument("--bin-dir", default=os.path.join(REPO, "target", "release"),
                     help="directory with containerd-shim-paddock-v2 and paddock")
     ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--state-on-disk", action="store_true",
+                    help="keep containerd's state and the runtimes' state roots on this machine's /run "
+                         "(a disk filesystem here) instead of a tmpfs")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("shim.py: run as root")
@@ -266,7 +302,7 @@ def main():
     try:
         tar = os.path.join(tmp, "busybox.tar")
         subprocess.run(["bash", IMAGE_SCRIPT, tar, REF], check=True, stdout=subprocess.DEVNULL)
-        ctd = Containerd(os.path.abspath(a.bin_dir))
+        ctd = Containerd(os.path.abspath(a.bin_dir), state_on_tmpfs=not a.state_on_disk)
         ctd.ctr(["images", "import", tar])
         rts = [PADDOCK_RT, RUNC_RT]
         samples = {rt: [] for rt in rts}
@@ -286,6 +322,7 @@ def main():
         if ctd:
             ctd.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+    res["notes"] = ctd.notes if ctd else []
     os.makedirs(OUT_DIR, exist_ok=True)
     with open(os.path.join(OUT_DIR, "shim.json"), "w") as f:
         json.dump(res, f, indent=1)
@@ -309,6 +346,7 @@ def main():
         for k, l in (("rss_kb_total", "  RSS total"), ("pss_kb_total", "  PSS total")):
             lines.append(f"{l:28}{pv[k] / 1024:>13.2f} MB{rv[k] / 1024:>13.2f} MB{pv[k] / max(rv[k], 1):>8.2f}")
         lines.append(f"{'  + paddock monitors PSS':28}{pv['monitor_pss_kb_total'] / 1024:>13.2f} MB{'-':>16}  ({pv['monitors']} monitors)")
+    lines += ["note: " + n for n in res["notes"]]
     txt = "\n".join(lines)
     with open(os.path.join(OUT_DIR, "shim.txt"), "w") as f:
         f.write(txt + "\n")
