@@ -199,6 +199,22 @@ pub struct Containerd {
     footprint: Option<Footprint>,
 }
 
+/// The directory of the built `paddock` and `containerd-shim-paddock-v2` (which containerd
+/// finds on its PATH), checked to hold the shim.
+pub fn paddock_shim_dir() -> PathBuf {
+    let dir = crate::paddock_bin()
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let shim = dir.join("containerd-shim-paddock-v2");
+    assert!(
+        shim.exists(),
+        "{} is missing: run `cargo build` first (scripts/test.sh does)",
+        shim.display()
+    );
+    dir
+}
+
 impl Containerd {
     /// Starts containerd and waits until `ctr version` answers on its socket.
     pub fn start(config: ContainerdConfig) -> Result<Self> {
@@ -476,6 +492,27 @@ disabled_plugins = [{cri}
         fs::read(self.log_path())
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_else(|e| format!("(cannot read containerd log: {e})"))
+    }
+
+    /// `out` of a ctr call named `what`, which must have succeeded; its stdout.
+    #[track_caller]
+    pub fn expect_ok(&self, what: &str, out: Output) -> String {
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        assert!(
+            out.status.success(),
+            "{what}: {}; stdout {:?}; stderr {:?}\ncontainerd log tail:\n{}",
+            out.status,
+            text(&out.stdout),
+            text(&out.stderr),
+            self.log_tail(30)
+        );
+        text(&out.stdout)
+    }
+
+    /// `ctr ARGS`, which must succeed; its stdout.
+    #[track_caller]
+    pub fn ctr_ok(&self, args: &[&str]) -> String {
+        self.expect_ok(&format!("ctr {args:?}"), self.ctr(args))
     }
 
     /// The last `lines` lines of containerd's log.

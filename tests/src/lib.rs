@@ -507,6 +507,22 @@ impl Drop for Background {
 }
 
 /// Is `pid` alive (not a zombie)?
+/// A kernel file's text without its trailing newline; panics naming the file.
+pub fn read_trimmed(p: &Path) -> String {
+    fs::read_to_string(p)
+        .unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+        .trim()
+        .to_string()
+}
+
+/// A counter of a flat-keyed file such as `memory.events` or `cgroup.events`.
+pub fn flat_counter(p: &Path, key: &str) -> u64 {
+    read_trimmed(p)
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{key} not in {}", p.display()))
+}
+
 pub fn alive(pid: i32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => stat

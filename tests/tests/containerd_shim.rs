@@ -13,29 +13,17 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use paddock_tests::containerd::{
-    cgroup_mounts, containerd_ready, ensure_packages, stdin_roundtrip, task_status,
-    wait_task_stopped, Containerd, ContainerdConfig, Events, PADDOCK_SHIM_STATE,
+    cgroup_mounts, containerd_ready, ensure_packages, paddock_shim_dir, stdin_roundtrip,
+    task_status, wait_task_stopped, Containerd, ContainerdConfig, Events, PADDOCK_SHIM_STATE,
 };
-use paddock_tests::{cgroup_v2, paddock_bin, scaled};
+use paddock_tests::{cgroup_v2, scaled};
 
 fn ready() -> bool {
     containerd_ready().unwrap()
 }
 
-/// The directory holding the built `paddock` and `containerd-shim-paddock-v2`.
-fn bin_dir() -> PathBuf {
-    let dir = paddock_bin().parent().unwrap().to_path_buf();
-    let shim = dir.join("containerd-shim-paddock-v2");
-    assert!(
-        shim.exists(),
-        "{} is missing: run `cargo build` first (scripts/test.sh does)",
-        shim.display()
-    );
-    dir
-}
-
 fn start() -> (Containerd, String) {
-    let ctd = Containerd::start(ContainerdConfig::paddock_shim(&bin_dir())).unwrap();
+    let ctd = Containerd::start(ContainerdConfig::paddock_shim(&paddock_shim_dir())).unwrap();
     let image = ctd.import_busybox().unwrap();
     (ctd, image)
 }
@@ -45,33 +33,15 @@ fn text(b: &[u8]) -> String {
 }
 
 #[track_caller]
-fn expect_ok(ctd: &Containerd, what: &str, out: std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "{what}: {}; stdout {:?}; stderr {:?}\ncontainerd log tail:\n{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr),
-        ctd.log_tail(30)
-    );
-    text(&out.stdout)
-}
-
-#[track_caller]
-fn ok(ctd: &Containerd, args: &[&str]) -> String {
-    expect_ok(ctd, &format!("ctr {args:?}"), ctd.ctr(args))
-}
-
-#[track_caller]
 fn run_ok(ctd: &Containerd, args: &[&str]) -> String {
-    expect_ok(ctd, &format!("ctr run {args:?}"), ctd.ctr_run(args))
+    ctd.expect_ok(&format!("ctr run {args:?}"), ctd.ctr_run(args))
 }
 
 fn remove(ctd: &Containerd, id: &str) {
-    ok(ctd, &["tasks", "kill", "-s", "SIGKILL", id]);
+    ctd.ctr_ok(&["tasks", "kill", "-s", "SIGKILL", id]);
     wait_task_stopped(ctd, id, Duration::from_secs(10)).unwrap();
-    ok(ctd, &["tasks", "delete", id]);
-    ok(ctd, &["containers", "rm", id]);
+    ctd.ctr_ok(&["tasks", "delete", id]);
+    ctd.ctr_ok(&["containers", "rm", id]);
 }
 
 #[track_caller]
@@ -231,19 +201,19 @@ fn shim_runs_tasks_with_output_and_exit_codes() {
         "shim descriptors grew with the execs: {fds_before} before, {} after",
         fds_of(shim)
     );
-    let ps = ok(&ctd, &["tasks", "ps", id]);
+    let ps = ctd.ctr_ok(&["tasks", "ps", id]);
     assert!(
         ps.contains(&pid.to_string()),
         "ctr task ps lists the init: {ps}"
     );
     // pause / resume
-    ok(&ctd, &["tasks", "pause", id]);
+    ctd.ctr_ok(&["tasks", "pause", id]);
     assert_eq!(
         task_status(&ctd, id).map(|s| s.1).as_deref(),
         Some("PAUSED")
     );
     assert_eq!(frozen(&ns, id), Some(true), "the freezer of {ns}/{id}");
-    ok(&ctd, &["tasks", "resume", id]);
+    ctd.ctr_ok(&["tasks", "resume", id]);
     assert_eq!(
         task_status(&ctd, id).map(|s| s.1).as_deref(),
         Some("RUNNING")
@@ -251,7 +221,7 @@ fn shim_runs_tasks_with_output_and_exit_codes() {
     assert_eq!(frozen(&ns, id), Some(false), "the freezer of {ns}/{id}");
     // metrics: containerd decodes them (table and json), with real values, in the Metrics
     // type of the host's hierarchy (ctr prints each type's own rows)
-    let table = ok(&ctd, &["tasks", "metrics", id]);
+    let table = ctd.ctr_ok(&["tasks", "metrics", id]);
     let (want, not) = if cgroup_v2() {
         ("cpu.usage_usec", "memory.usage_in_bytes")
     } else {
@@ -262,7 +232,7 @@ fn shim_runs_tasks_with_output_and_exit_codes() {
         "want {want}, not {not}: {table}"
     );
     let json: serde_json::Value =
-        serde_json::from_str(&ok(&ctd, &["tasks", "metrics", "--format", "json", id])).unwrap();
+        serde_json::from_str(&ctd.ctr_ok(&["tasks", "metrics", "--format", "json", id])).unwrap();
     // ctr prints the decoded Metrics (v1 or v2) as they are
     let data = if json.get("Data").is_some() {
         &json["Data"]
@@ -284,10 +254,10 @@ fn shim_runs_tasks_with_output_and_exit_codes() {
     assert!(!out.status.success(), "checkpoint must fail: {out:?}");
     assert!(text(&out.stderr).contains("not supported"), "{out:?}");
     // kill --all (every process of the sandbox), delete
-    ok(&ctd, &["tasks", "kill", "--all", "-s", "SIGKILL", id]);
+    ctd.ctr_ok(&["tasks", "kill", "--all", "-s", "SIGKILL", id]);
     wait_task_stopped(&ctd, id, Duration::from_secs(10)).unwrap();
-    ok(&ctd, &["tasks", "delete", id]);
-    ok(&ctd, &["containers", "rm", id]);
+    ctd.ctr_ok(&["tasks", "delete", id]);
+    ctd.ctr_ok(&["containers", "rm", id]);
     assert_gone(&ctd, &["hello", "stdin", "null-io", id]);
     assert!(!paddock_state(&ctd, id).exists());
     assert_clean(ctd);
@@ -314,8 +284,8 @@ fn shim_publishes_task_events_in_order() {
         "true",
     ]);
     assert!(out.status.success(), "{out:?}");
-    ok(&ctd, &["tasks", "pause", id]);
-    ok(&ctd, &["tasks", "resume", id]);
+    ctd.ctr_ok(&["tasks", "pause", id]);
+    ctd.ctr_ok(&["tasks", "resume", id]);
     remove(&ctd, id);
     let got = events.wait_for(id, "/tasks/delete", Duration::from_secs(10));
     let want = [
@@ -425,7 +395,7 @@ fn shim_sigkill_then_containerd_cleans_up() {
     }
     // containerd still knows the container; the task is gone or stopped
     let _ = ctd.ctr(&["tasks", "delete", id]);
-    ok(&ctd, &["containers", "rm", id]);
+    ctd.ctr_ok(&["containers", "rm", id]);
     assert_gone(&ctd, &[id]);
     assert_clean(ctd);
 }
@@ -464,9 +434,9 @@ fn shim_tasks_survive_a_containerd_restart() {
     ]);
     assert_eq!(out.status.code(), Some(2), "{out:?}\n{}", ctd.log_tail(30));
     assert!(text(&out.stdout).contains("again"));
-    ok(&ctd, &["tasks", "pause", id]);
-    ok(&ctd, &["tasks", "resume", id]);
-    ok(&ctd, &["tasks", "metrics", id]);
+    ctd.ctr_ok(&["tasks", "pause", id]);
+    ctd.ctr_ok(&["tasks", "resume", id]);
+    ctd.ctr_ok(&["tasks", "metrics", id]);
     remove(&ctd, id);
     let got = events.wait_for(id, "/tasks/delete", Duration::from_secs(10));
     assert!(
@@ -719,7 +689,7 @@ fn task_update(ctd: &Containerd, id: &str, resources: &str) -> Result<(), String
 
 /// The pids `ctr task ps` lists for `id`.
 fn task_pids(ctd: &Containerd, id: &str) -> Vec<u32> {
-    ok(ctd, &["tasks", "ps", id])
+    ctd.ctr_ok(&["tasks", "ps", id])
         .lines()
         .skip(1)
         .filter_map(|l| l.split_whitespace().next()?.parse().ok())
@@ -822,21 +792,18 @@ fn shim_update_resize_and_kill_all() {
     // it running, while an exec'd sleep dies of it — if the signal reaches it.
     // an exec'd sleep next to the init: both pids
     let exec_sleep = |exec_id: &str| {
-        ok(
-            &ctd,
-            &[
-                "tasks",
-                "exec",
-                "-d",
-                "--fifo-dir",
-                &fifo,
-                "--exec-id",
-                exec_id,
-                id,
-                "sleep",
-                "100000",
-            ],
-        );
+        ctd.ctr_ok(&[
+            "tasks",
+            "exec",
+            "-d",
+            "--fifo-dir",
+            &fifo,
+            "--exec-id",
+            exec_id,
+            id,
+            "sleep",
+            "100000",
+        ]);
         wait_pids(&ctd, id, 2)
     };
     let both = exec_sleep("e1");
@@ -850,14 +817,14 @@ fn shim_update_resize_and_kill_all() {
             signal_masks(p)
         );
     }
-    ok(&ctd, &["tasks", "kill", "-s", "SIGTERM", id]);
+    ctd.ctr_ok(&["tasks", "kill", "-s", "SIGTERM", id]);
     thread::sleep(scaled(Duration::from_millis(500)));
     assert_eq!(
         task_pids(&ctd, id).len(),
         2,
         "a plain kill reached the exec"
     );
-    ok(&ctd, &["tasks", "kill", "--all", "-s", "SIGTERM", id]);
+    ctd.ctr_ok(&["tasks", "kill", "--all", "-s", "SIGTERM", id]);
     let left = wait_pids(&ctd, id, 1);
     assert_eq!(
         left,
@@ -870,13 +837,13 @@ fn shim_update_resize_and_kill_all() {
     // and SIGKILL to all: init and a new exec both die, the task stops
     let both = exec_sleep("e2");
     assert_eq!(both.len(), 2, "{both:?}");
-    ok(&ctd, &["tasks", "kill", "--all", "-s", "SIGKILL", id]);
+    ctd.ctr_ok(&["tasks", "kill", "--all", "-s", "SIGKILL", id]);
     wait_task_stopped(&ctd, id, Duration::from_secs(10)).unwrap();
     for p in &both {
         assert!(!alive(*p), "pid {p} outlived kill --all");
     }
-    ok(&ctd, &["tasks", "delete", id]);
-    ok(&ctd, &["containers", "rm", id]);
+    ctd.ctr_ok(&["tasks", "delete", id]);
+    ctd.ctr_ok(&["containers", "rm", id]);
 
     // ResizePty: ctr sends its console's size; the task sees it on its terminal
     let run = ctd.ctr_run_command(&["--rm", "-t", &image, "sized", "sh", "-c", PRINT_SIZE]);

@@ -14,13 +14,13 @@ use std::time::Duration;
 
 use k8s_cri::v1 as cri;
 use paddock_tests::containerd::{
-    cgroup_mounts, containerd_ready, mounts_under, Containerd, ContainerdConfig,
+    cgroup_mounts, containerd_ready, mounts_under, paddock_shim_dir, Containerd, ContainerdConfig,
 };
 use paddock_tests::cri::{
     import_images, info_pid, paddock_state, status_line, Cri, CriSetup, CRI_NAMESPACE, HANDLER,
     PAUSE_REF,
 };
-use paddock_tests::{cgroup_dirs_of, eventually, paddock_bin};
+use paddock_tests::{cgroup_dirs_of, eventually};
 
 /// The annotation whose effect the tests look for, and its value.
 const PIDS: &str = "io.paddock.pids";
@@ -30,18 +30,6 @@ const FOREIGN: &str = "example.com/not-for-paddock";
 
 fn ready() -> bool {
     containerd_ready().unwrap()
-}
-
-/// The directory holding the built `paddock` and `containerd-shim-paddock-v2`.
-fn bin_dir() -> PathBuf {
-    let dir = paddock_bin().parent().unwrap().to_path_buf();
-    let shim = dir.join("containerd-shim-paddock-v2");
-    assert!(
-        shim.exists(),
-        "{} is missing: run `cargo build` first (scripts/test.sh does)",
-        shim.display()
-    );
-    dir
 }
 
 /// A private containerd with the CRI plugin, both images imported into `k8s.io`, and a
@@ -55,7 +43,7 @@ fn start() -> (Containerd, Cri, String) {
     let setup = CriSetup::from_readme().unwrap();
     let ctd = Containerd::start(ContainerdConfig {
         cri: Some(setup),
-        ..ContainerdConfig::paddock_shim(&bin_dir())
+        ..ContainerdConfig::paddock_shim(&paddock_shim_dir())
     })
     .unwrap();
     let image = import_images(&ctd).unwrap();

@@ -5,7 +5,6 @@
 //! ignored and say why; with it, a host that is not cgroup v2 fails them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -22,21 +21,6 @@ fn s(p: &Path) -> &str {
 
 fn dir(app: &str, id: &str) -> PathBuf {
     Path::new("/sys/fs/cgroup/paddock").join(app).join(id)
-}
-
-fn read(p: &Path) -> String {
-    fs::read_to_string(p)
-        .unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
-        .trim()
-        .to_string()
-}
-
-/// A counter of a flat-keyed file such as `memory.events`.
-fn counter(p: &Path, key: &str) -> u64 {
-    read(p)
-        .lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{key} not in {}", p.display()))
 }
 
 /// The `oom` lines of `paddock events` output.
@@ -79,11 +63,11 @@ fn limits_land_in_the_v2_tree_and_update_changes_them() {
     let d = dir(app, "l1");
     let pid = w.state("l1")["pid"].as_i64().unwrap();
     // One tree: the init is in the instance's cgroup, and nowhere else.
-    assert!(read(&d.join("cgroup.procs"))
+    assert!(read_trimmed(&d.join("cgroup.procs"))
         .lines()
         .any(|l| l == pid.to_string()));
     assert_eq!(
-        read(Path::new(&format!("/proc/{pid}/cgroup"))),
+        read_trimmed(Path::new(&format!("/proc/{pid}/cgroup"))),
         format!("0::/paddock/{app}/l1")
     );
     // The levels above delegate the controllers the instance uses.
@@ -91,21 +75,21 @@ fn limits_land_in_the_v2_tree_and_update_changes_them() {
         "/sys/fs/cgroup/paddock".to_string(),
         format!("/sys/fs/cgroup/paddock/{app}"),
     ] {
-        let ctl = read(&Path::new(&level).join("cgroup.subtree_control"));
+        let ctl = read_trimmed(&Path::new(&level).join("cgroup.subtree_control"));
         for c in ["memory", "pids", "cpu", "cpuset"] {
             assert!(ctl.split(' ').any(|x| x == c), "{level}: {ctl}");
         }
     }
-    assert_eq!(read(&d.join("memory.max")), "67108864");
-    assert_eq!(read(&d.join("memory.swap.max")), "0", "no swap");
-    assert_eq!(read(&d.join("pids.max")), "50");
-    assert_eq!(read(&d.join("cpu.max")), "50000 100000");
-    assert_eq!(read(&d.join("cpuset.cpus")), "0");
-    assert_eq!(read(&d.join("cpuset.mems")), "0");
-    assert_eq!(read(&d.join("cpuset.cpus.effective")), "0");
+    assert_eq!(read_trimmed(&d.join("memory.max")), "67108864");
+    assert_eq!(read_trimmed(&d.join("memory.swap.max")), "0", "no swap");
+    assert_eq!(read_trimmed(&d.join("pids.max")), "50");
+    assert_eq!(read_trimmed(&d.join("cpu.max")), "50000 100000");
+    assert_eq!(read_trimmed(&d.join("cpuset.cpus")), "0");
+    assert_eq!(read_trimmed(&d.join("cpuset.mems")), "0");
+    assert_eq!(read_trimmed(&d.join("cpuset.cpus.effective")), "0");
     // App-wide memory on the app level.
     assert_eq!(
-        read(&dir(app, "l1").parent().unwrap().join("memory.max")),
+        read_trimmed(&dir(app, "l1").parent().unwrap().join("memory.max")),
         (96 * MIB).to_string()
     );
     // Stats come from the v2 files.
@@ -127,17 +111,17 @@ fn limits_land_in_the_v2_tree_and_update_changes_them() {
         "l1",
     ])
     .ok();
-    assert_eq!(read(&d.join("memory.max")), "134217728");
-    assert_eq!(read(&d.join("pids.max")), "60");
+    assert_eq!(read_trimmed(&d.join("memory.max")), "134217728");
+    assert_eq!(read_trimmed(&d.join("pids.max")), "60");
     let res = r#"{"pids": {"limit": 70}, "cpu": {"quota": 20000, "period": 100000}}"#;
     w.paddock_with_stdin(&["update", "--resources", "-", "l1"], Some(res))
         .ok();
-    assert_eq!(read(&d.join("pids.max")), "70");
-    assert_eq!(read(&d.join("cpu.max")), "20000 100000");
+    assert_eq!(read_trimmed(&d.join("pids.max")), "70");
+    assert_eq!(read_trimmed(&d.join("cpu.max")), "20000 100000");
     // Below current usage: refused, the limit unchanged.
     let r = w.paddock(&["update", "--memory", "4096", "l1"]);
     assert_ne!(r.code, 0);
-    assert_eq!(read(&d.join("memory.max")), "134217728");
+    assert_eq!(read_trimmed(&d.join("memory.max")), "134217728");
 
     w.paddock(&["delete", "--force", "l1"]).ok();
     assert!(!d.exists());
@@ -166,8 +150,8 @@ fn oom_policy_kill_sets_oom_group_and_the_kernel_ends_every_process() {
     );
     w.paddock(&["create", "--bundle", s(&b), "victim"]).ok();
     let d = dir(app, "victim");
-    assert_eq!(read(&d.join("memory.oom.group")), "1");
-    assert_eq!(counter(&d.join("memory.events"), "oom_kill"), 0);
+    assert_eq!(read_trimmed(&d.join("memory.oom.group")), "1");
+    assert_eq!(flat_counter(&d.join("memory.events"), "oom_kill"), 0);
     let mut events = w.spawn(&["events", "--interval", "60", "victim"]);
     assert!(eventually(Duration::from_secs(5), || events
         .output()
@@ -185,8 +169,8 @@ fn oom_policy_kill_sets_oom_group_and_the_kernel_ends_every_process() {
     // pid namespace with it, and on a slow (emulated) CPU they can be gone by then. So the
     // kernel's count is 1 to 4, and paddock must report exactly what the kernel counted.
     let ev = d.join("memory.events");
-    let kills = counter(&ev, "oom_kill") - counter(&ev, "oom_group_kill");
-    assert!((1..=4).contains(&kills), "{}", read(&ev));
+    let kills = flat_counter(&ev, "oom_kill") - flat_counter(&ev, "oom_group_kill");
+    assert!((1..=4).contains(&kills), "{}", read_trimmed(&ev));
     let st = w.state("victim");
     assert_eq!(st["oomKills"], kills, "{st}");
     assert_eq!(st["ended"]["reason"], "oom", "{st}");
@@ -216,12 +200,12 @@ fn oom_policy_kernel_counts_from_memory_events_and_keeps_the_survivors() {
     );
     w.paddock(&["run", "-d", "--bundle", s(&b), "keeper"]).ok();
     let d = dir(app, "keeper");
-    assert_eq!(read(&d.join("memory.oom.group")), "0");
+    assert_eq!(read_trimmed(&d.join("memory.oom.group")), "0");
     assert!(eventually(Duration::from_secs(10), || w.state("keeper")
         ["oomKills"]
         == 1));
-    assert_eq!(counter(&d.join("memory.events"), "oom_kill"), 1);
-    assert_eq!(counter(&d.join("memory.events"), "oom_group_kill"), 0);
+    assert_eq!(flat_counter(&d.join("memory.events"), "oom_kill"), 1);
+    assert_eq!(flat_counter(&d.join("memory.events"), "oom_group_kill"), 0);
     std::thread::sleep(scaled(Duration::from_millis(300)));
     assert_eq!(w.state("keeper")["status"], "running");
     assert!(!cgroup_pids(&d).is_empty());
@@ -255,7 +239,10 @@ fn an_app_level_oom_is_reported_as_the_app() {
         .ok();
     w.paddock(&["create", "--bundle", s(&hog), "app-hog"]).ok();
     let app_dir = Path::new("/sys/fs/cgroup/paddock").join(app);
-    assert_eq!(read(&app_dir.join("memory.max")), (40 * MIB).to_string());
+    assert_eq!(
+        read_trimmed(&app_dir.join("memory.max")),
+        (40 * MIB).to_string()
+    );
     let mut events = w.spawn(&["events", "--interval", "60", "app-hog"]);
     assert!(eventually(Duration::from_secs(5), || events
         .output()
@@ -264,12 +251,17 @@ fn an_app_level_oom_is_reported_as_the_app() {
     w.wait_status("app-hog", "stopped");
     assert!(events.wait_exit(Duration::from_secs(5)));
     // The app's limit fired (its local `oom` counter), the kill was in the hog.
-    assert!(counter(&app_dir.join("memory.events.local"), "oom") >= 1);
+    assert!(flat_counter(&app_dir.join("memory.events.local"), "oom") >= 1);
     // One process killed, through the hog's memory.oom.group (policy kill): the kernel counts
     // the victim twice in oom_kill and the group kill once; paddock reports one.
     let ev = dir(app, "app-hog").join("memory.events");
-    assert_eq!(counter(&ev, "oom_kill"), 2, "{}", read(&ev));
-    assert_eq!(counter(&ev, "oom_group_kill"), 1, "{}", read(&ev));
+    assert_eq!(flat_counter(&ev, "oom_kill"), 2, "{}", read_trimmed(&ev));
+    assert_eq!(
+        flat_counter(&ev, "oom_group_kill"),
+        1,
+        "{}",
+        read_trimmed(&ev)
+    );
     assert_eq!(w.state("app-hog")["oomKills"], 1);
     let ooms = oom_lines(&events.output());
     assert_eq!(ooms.len(), 1, "{}", events.output());
@@ -364,15 +356,15 @@ fn pause_freezes_the_v2_cgroup() {
     w.paddock(&["run", "-d", "--bundle", s(&b), "p1"]).ok();
     let d = dir(app, "p1");
     w.paddock(&["pause", "p1"]).ok();
-    assert_eq!(read(&d.join("cgroup.freeze")), "1");
-    assert!(eventually(Duration::from_secs(5), || read(
+    assert_eq!(read_trimmed(&d.join("cgroup.freeze")), "1");
+    assert!(eventually(Duration::from_secs(5), || read_trimmed(
         &d.join("cgroup.events")
     )
     .lines()
     .any(|l| l == "frozen 1")));
     assert_eq!(w.state("p1")["status"], "paused");
     w.paddock(&["resume", "p1"]).ok();
-    assert_eq!(read(&d.join("cgroup.freeze")), "0");
+    assert_eq!(read_trimmed(&d.join("cgroup.freeze")), "0");
     assert_eq!(w.state("p1")["status"], "running");
     // A paused sandbox still goes away whole.
     w.paddock(&["pause", "p1"]).ok();

@@ -17,9 +17,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use paddock_tests::containerd::{
-    containerd_ready, task_status, wait_task_stopped, Containerd, ContainerdConfig, Events,
+    containerd_ready, paddock_shim_dir, task_status, wait_task_stopped, Containerd,
+    ContainerdConfig, Events,
 };
-use paddock_tests::{cgroup_v2, paddock_bin};
+use paddock_tests::{cgroup_v2, flat_counter, read_trimmed};
 
 const MIB: u64 = 1 << 20;
 /// Grows a shell string until the kernel kills it.
@@ -32,33 +33,13 @@ fn start() -> (Containerd, String) {
         "/sys/fs/cgroup is not cgroup v2: run the VM group in the guest (scripts/vm-test.sh)"
     );
     assert!(containerd_ready().unwrap(), "the VM group runs as root");
-    let bin_dir = paddock_bin().parent().unwrap().to_path_buf();
-    assert!(
-        bin_dir.join("containerd-shim-paddock-v2").exists(),
-        "containerd-shim-paddock-v2 is missing next to {}",
-        paddock_bin().display()
-    );
-    let ctd = Containerd::start(ContainerdConfig::paddock_shim(&bin_dir)).unwrap();
+    let ctd = Containerd::start(ContainerdConfig::paddock_shim(&paddock_shim_dir())).unwrap();
     let image = ctd.import_busybox().unwrap();
     (ctd, image)
 }
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-#[track_caller]
-fn ok(ctd: &Containerd, args: &[&str]) -> String {
-    let out = ctd.ctr(args);
-    assert!(
-        out.status.success(),
-        "ctr {args:?}: {}; stdout {:?}; stderr {:?}\ncontainerd log tail:\n{}",
-        out.status,
-        text(&out.stdout),
-        text(&out.stderr),
-        ctd.log_tail(30)
-    );
-    text(&out.stdout)
 }
 
 #[track_caller]
@@ -76,24 +57,10 @@ fn cgroup(ctd: &Containerd, id: &str) -> PathBuf {
     Path::new("/sys/fs/cgroup").join(ctd.namespace()).join(id)
 }
 
-fn read(p: &Path) -> String {
-    fs::read_to_string(p)
-        .unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
-        .trim()
-        .to_string()
-}
-
-/// A counter of a flat-keyed file such as `memory.events` or `cgroup.events`.
-fn counter(p: &Path, key: &str) -> u64 {
-    read(p)
-        .lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{key} not in {}", p.display()))
-}
-
 /// The pids `ctr task ps` lists, sorted.
 fn task_pids(ctd: &Containerd, id: &str) -> Vec<u32> {
-    let mut pids: Vec<u32> = ok(ctd, &["tasks", "ps", id])
+    let mut pids: Vec<u32> = ctd
+        .ctr_ok(&["tasks", "ps", id])
         .lines()
         .skip(1)
         .filter_map(|l| l.split_whitespace().next()?.parse().ok())
@@ -104,7 +71,7 @@ fn task_pids(ctd: &Containerd, id: &str) -> Vec<u32> {
 
 /// The pids in `cgroup.procs` of `dir` and below, sorted.
 fn procs(dir: &Path) -> Vec<u32> {
-    let mut out: Vec<u32> = read(&dir.join("cgroup.procs"))
+    let mut out: Vec<u32> = read_trimmed(&dir.join("cgroup.procs"))
         .lines()
         .filter_map(|l| l.parse().ok())
         .collect();
@@ -119,7 +86,7 @@ fn procs(dir: &Path) -> Vec<u32> {
 
 /// `ctr task metrics --format json`: the decoded Metrics.
 fn metrics(ctd: &Containerd, id: &str) -> serde_json::Value {
-    let json = ok(ctd, &["tasks", "metrics", "--format", "json", id]);
+    let json = ctd.ctr_ok(&["tasks", "metrics", "--format", "json", id]);
     serde_json::from_str(&json).unwrap_or_else(|e| panic!("metrics of {id}: {e}: {json}"))
 }
 
@@ -146,10 +113,10 @@ fn task_update(ctd: &Containerd, id: &str, resources: &str) {
 
 /// SIGKILL to every process, then task delete and container rm.
 fn remove(ctd: &Containerd, id: &str) {
-    ok(ctd, &["tasks", "kill", "--all", "-s", "SIGKILL", id]);
+    ctd.ctr_ok(&["tasks", "kill", "--all", "-s", "SIGKILL", id]);
     wait_task_stopped(ctd, id, Duration::from_secs(10)).unwrap();
-    ok(ctd, &["tasks", "delete", id]);
-    ok(ctd, &["containers", "rm", id]);
+    ctd.ctr_ok(&["tasks", "delete", id]);
+    ctd.ctr_ok(&["containers", "rm", id]);
 }
 
 #[track_caller]
@@ -213,9 +180,12 @@ fn shim_stats_pids_pause_and_update_on_the_v2_tree() {
         data.path().join("written").exists()
     });
     let dir = cgroup(&ctd, id);
-    assert_eq!(read(&dir.join("memory.max")), (64 * MIB).to_string());
-    assert_eq!(read(&dir.join("memory.swap.max")), "0", "no swap");
-    assert_eq!(read(&dir.join("pids.max")), "40");
+    assert_eq!(
+        read_trimmed(&dir.join("memory.max")),
+        (64 * MIB).to_string()
+    );
+    assert_eq!(read_trimmed(&dir.join("memory.swap.max")), "0", "no swap");
+    assert_eq!(read_trimmed(&dir.join("pids.max")), "40");
 
     // Pids: what containerd lists is what the v2 tree holds
     wait_until("two processes in the sandbox", || procs(&dir).len() == 2);
@@ -230,7 +200,7 @@ fn shim_stats_pids_pause_and_update_on_the_v2_tree() {
     assert!(pids.contains(&init), "{pids:?} lacks the init {init}");
 
     // Stats: containerd decodes the v2 type; ctr prints its own rows for each type
-    let table = ok(&ctd, &["tasks", "metrics", id]);
+    let table = ctd.ctr_ok(&["tasks", "metrics", id]);
     for row in [
         "pids.current",
         "cpu.usage_usec",
@@ -248,7 +218,9 @@ fn shim_stats_pids_pause_and_update_on_the_v2_tree() {
     assert_eq!(u(&m["pids"]["current"]), 2, "{m}");
     assert_eq!(
         u(&m["pids"]["current"]),
-        read(&dir.join("pids.current")).parse::<u64>().unwrap()
+        read_trimmed(&dir.join("pids.current"))
+            .parse::<u64>()
+            .unwrap()
     );
     assert_eq!(u(&m["pids"]["limit"]), 40, "{m}");
     assert_eq!(u(&m["memory"]["usage_limit"]), 64 * MIB, "{m}");
@@ -265,7 +237,7 @@ fn shim_stats_pids_pause_and_update_on_the_v2_tree() {
     );
     assert_eq!(u(&m["memory_events"]["oom_kill"]), 0, "{m}");
     // io: the device the 4 MiB went to, as io.stat has it
-    let io_stat = read(&dir.join("io.stat"));
+    let io_stat = read_trimmed(&dir.join("io.stat"));
     let written = m["io"]["usage"]
         .as_array()
         .into_iter()
@@ -289,17 +261,17 @@ fn shim_stats_pids_pause_and_update_on_the_v2_tree() {
     );
 
     // Pause / Resume: cgroup.freeze, and the kernel says the tree is frozen
-    ok(&ctd, &["tasks", "pause", id]);
+    ctd.ctr_ok(&["tasks", "pause", id]);
     assert_eq!(task_status(&ctd, id).unwrap().1, "PAUSED");
-    assert_eq!(read(&dir.join("cgroup.freeze")), "1");
+    assert_eq!(read_trimmed(&dir.join("cgroup.freeze")), "1");
     wait_until("cgroup.events says frozen 1", || {
-        counter(&dir.join("cgroup.events"), "frozen") == 1
+        flat_counter(&dir.join("cgroup.events"), "frozen") == 1
     });
-    ok(&ctd, &["tasks", "resume", id]);
+    ctd.ctr_ok(&["tasks", "resume", id]);
     assert_eq!(task_status(&ctd, id).unwrap().1, "RUNNING");
-    assert_eq!(read(&dir.join("cgroup.freeze")), "0");
+    assert_eq!(read_trimmed(&dir.join("cgroup.freeze")), "0");
     wait_until("cgroup.events says frozen 0", || {
-        counter(&dir.join("cgroup.events"), "frozen") == 0
+        flat_counter(&dir.join("cgroup.events"), "frozen") == 0
     });
 
     // Update: the v2 files change, swap stays off
@@ -311,13 +283,16 @@ fn shim_stats_pids_pause_and_update_on_the_v2_tree() {
             48 * MIB
         ),
     );
-    assert_eq!(read(&dir.join("memory.max")), (48 * MIB).to_string());
     assert_eq!(
-        read(&dir.join("memory.swap.max")),
+        read_trimmed(&dir.join("memory.max")),
+        (48 * MIB).to_string()
+    );
+    assert_eq!(
+        read_trimmed(&dir.join("memory.swap.max")),
         "0",
         "no swap after update"
     );
-    assert_eq!(read(&dir.join("pids.max")), "33");
+    assert_eq!(read_trimmed(&dir.join("pids.max")), "33");
     let m = metrics(&ctd, id);
     assert_eq!(u(&m["memory"]["usage_limit"]), 48 * MIB, "{m}");
     assert_eq!(u(&m["pids"]["limit"]), 33, "{m}");
@@ -356,7 +331,7 @@ fn shim_reports_v2_oom_kills_once_before_the_exit() {
         ],
     );
     let dir = cgroup(&ctd, id);
-    assert_eq!(read(&dir.join("memory.oom.group")), "0");
+    assert_eq!(read_trimmed(&dir.join("memory.oom.group")), "0");
     let fifo = ctd.fifo_dir().to_string_lossy().into_owned();
     let out = ctd.ctr(&[
         "tasks",
@@ -376,7 +351,7 @@ fn shim_reports_v2_oom_kills_once_before_the_exit() {
         "the hog: {out:?}\n{}",
         ctd.log_tail(30)
     );
-    assert_eq!(counter(&dir.join("memory.events"), "oom_kill"), 1);
+    assert_eq!(flat_counter(&dir.join("memory.events"), "oom_kill"), 1);
     assert_eq!(
         task_status(&ctd, id).unwrap().1,
         "RUNNING",
