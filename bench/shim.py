@@ -105,6 +105,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
 """)
         env = dict(os.environ)
         env["PATH"] = bin_dir + ":" + env.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        if state_on_tmpfs:
+            self.node_state_on_tmpfs(env)
         self.log = open(os.path.join(self.dir, "containerd.log"), "w")
         self.proc = subprocess.Popen(["/usr/bin/containerd", "--config", cfg], env=env,
                                      stdin=subprocess.DEVNULL, stdout=self.log,
@@ -115,6 +117,23 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
                 return
             time.sleep(0.05)
         raise RuntimeError("containerd did not start; see " + self.log.name)
+
+    def node_state_on_tmpfs(self, env):
+        """paddock's node-wide state under /run (its CPU registry, its identity leases) on the
+        same tmpfs, through a node config of the bench's own that containerd's environment
+        passes to the shim and on to `paddock`, unless the node or the caller has a config
+        already (then it is used as it is)."""
+        if env.get("PADDOCK_CONFIG") or os.path.exists("/etc/paddock/config.toml"):
+            self.notes.append("paddock's node config is the node's own: its /run state stays where it says")
+            return
+        node = os.path.join(self.dir, "paddock-node")
+        os.makedirs(node)
+        config = os.path.join(node, "config.toml")
+        with open(config, "w") as f:
+            f.write('[identity]\nlease_dir = "%s/leases"\n\n[cpu]\nstate_dir = "%s/cpu"\n' % (node, node))
+        env["PADDOCK_CONFIG"] = config
+        self.notes.append("paddock's node state (CPU registry, identity leases) on that tmpfs too, "
+                          "through PADDOCK_CONFIG=%s" % config)
 
     def ctr(self, args, check=True):
         p = subprocess.run(["/usr/bin/ctr", "--address", self.sock, "--namespace", NS] + args,

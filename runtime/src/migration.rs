@@ -56,6 +56,68 @@ fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
     }
 }
 
+/// The `cgroup.procs` file the warm-up process writes its pid to: paddock's top cgroup (made
+/// when missing, as the engine would for the first sandbox); `None` when there is none to use.
+fn procs_file(layout: &Layout) -> Option<CString> {
+    let top = target(layout)?;
+    match std::fs::create_dir(&top) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => {
+            tracing::debug!("cgroup warm-up: mkdir {}: {e}", top.display());
+            return None;
+        }
+    }
+    let unified = layout.v2().is_some_and(|h| top.starts_with(&h.mount_point));
+    if unified && !has_children_controllers(&top) {
+        // On v2 the process would really enter the top cgroup, where it could race a
+        // first sandbox enabling the controllers there; with them enabled the kernel
+        // refuses it (after taking the lock), which is all that is wanted.
+        return None;
+    }
+    CString::new(top.join("cgroup.procs").as_os_str().as_bytes()).ok()
+}
+
+/// The warm-up process's whole life: its pid into `path`, then `_exit`. Errors are ignored
+/// (nothing to report them to).
+fn move_self_and_exit(path: &CString) -> ! {
+    let mut buf = [0u8; 10];
+    // SAFETY: getpid cannot fail; open/write/_exit get a valid C string, a valid buffer and
+    // its length.
+    unsafe {
+        let digits = decimal(libc::getpid().unsigned_abs(), &mut buf);
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd >= 0 {
+            libc::write(fd, digits.as_ptr().cast(), digits.len());
+        }
+        libc::_exit(0)
+    }
+}
+
+/// Starts the grace period from a long-lived caller that reaps its children elsewhere (the
+/// shim, as it starts: its first `create` then finds the grace period over instead of waiting
+/// for all of it). Forks at once; the child finds the cgroup layout and makes the move itself,
+/// so the caller spends only the fork. Returns the child's pid, for the caller's reaper. Must
+/// be called while the caller is single-threaded.
+pub fn spawn_detached() -> Option<Pid> {
+    // SAFETY: the caller is single-threaded (documented above), so the child may run any code:
+    // no other thread can hold a lock (the allocator's included) across the fork.
+    match unsafe { fork() } {
+        Ok(ForkResult::Parent { child }) => Some(child),
+        Ok(ForkResult::Child) => {
+            if let Some(path) = Layout::detect().ok().as_ref().and_then(procs_file) {
+                move_self_and_exit(&path)
+            }
+            // SAFETY: _exit ends the child without running the parent's exit handlers.
+            unsafe { libc::_exit(0) }
+        }
+        Err(e) => {
+            tracing::debug!("cgroup warm-up: fork: {e}");
+            None
+        }
+    }
+}
+
 /// A forked warm-up process; reaped by [`Warmup::finish`] or on drop.
 #[derive(Debug, Default)]
 pub struct Warmup(Option<Pid>);
@@ -65,45 +127,14 @@ impl Warmup {
     /// missing, as the engine would for the first sandbox). Must be called while the caller is
     /// single-threaded.
     pub fn start(layout: &Layout) -> Self {
-        let Some(top) = target(layout) else {
-            return Self(None);
-        };
-        match std::fs::create_dir(&top) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => {
-                tracing::debug!("cgroup warm-up: mkdir {}: {e}", top.display());
-                return Self(None);
-            }
-        }
-        let unified = layout.v2().is_some_and(|h| top.starts_with(&h.mount_point));
-        if unified && !has_children_controllers(&top) {
-            // On v2 the process would really enter the top cgroup, where it could race a
-            // first sandbox enabling the controllers there; with them enabled the kernel
-            // refuses it (after taking the lock), which is all that is wanted.
-            return Self(None);
-        }
-        let procs = top.join("cgroup.procs");
-        let Ok(path) = CString::new(procs.as_os_str().as_bytes()) else {
+        let Some(path) = procs_file(layout) else {
             return Self(None);
         };
         // SAFETY: the child only makes system calls (getpid, open, write, _exit) on memory
         // prepared before the fork, so it needs nothing another thread could hold.
         match unsafe { fork() } {
             Ok(ForkResult::Parent { child }) => Self(Some(child)),
-            Ok(ForkResult::Child) => {
-                let mut buf = [0u8; 10];
-                // SAFETY: getpid cannot fail; open/write/_exit get a valid C string, a valid
-                // buffer and its length; errors are ignored (nothing to report them to).
-                unsafe {
-                    let digits = decimal(libc::getpid().unsigned_abs(), &mut buf);
-                    let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                    if fd >= 0 {
-                        libc::write(fd, digits.as_ptr().cast(), digits.len());
-                    }
-                    libc::_exit(0)
-                }
-            }
+            Ok(ForkResult::Child) => move_self_and_exit(&path),
             Err(e) => {
                 tracing::debug!("cgroup warm-up: fork: {e}");
                 Self(None)

@@ -4,7 +4,7 @@
 //! containerd's ttrpc socket. If containerd is away (restarting), the thread reconnects and
 //! retries the same event, so nothing is reordered and a restart loses nothing.
 
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender};
 use std::time::{Duration, Instant};
 
 use containerd_shim::protos::events::task::{
@@ -34,10 +34,16 @@ struct Queued {
     at: Timestamp,
 }
 
+enum Msg {
+    Event(Queued),
+    /// Answered once every event queued before it was forwarded (or given up on).
+    Flush(SyncSender<()>),
+}
+
 /// The sending side; cheap to clone.
 #[derive(Clone)]
 pub struct Publisher {
-    tx: Sender<Queued>,
+    tx: Sender<Msg>,
 }
 
 impl Publisher {
@@ -59,9 +65,20 @@ impl Publisher {
             }
         };
         let at = timestamp().unwrap_or_default();
-        if self.tx.send(Queued { topic, event, at }).is_err() {
+        if self
+            .tx
+            .send(Msg::Event(Queued { topic, event, at }))
+            .is_err()
+        {
             log::error!("event thread gone; {topic} event dropped");
         }
+    }
+
+    /// Waits, at most `limit`, until every event queued so far went out: the shim calls it
+    /// before it exits, so that the last events (a TaskDelete) are not lost with the process.
+    pub fn flush(&self, limit: Duration) -> bool {
+        let (done, wait) = sync_channel(1);
+        self.tx.send(Msg::Flush(done)).is_ok() && wait.recv_timeout(limit).is_ok()
     }
 
     pub fn create(&self, e: TaskCreate) {
@@ -111,9 +128,16 @@ fn dial(address: &str) -> Option<EventsClient> {
     Client::new(fd).ok().map(EventsClient::new)
 }
 
-fn forward_all(address: &str, namespace: &str, rx: &Receiver<Queued>) {
+fn forward_all(address: &str, namespace: &str, rx: &Receiver<Msg>) {
     let mut client: Option<EventsClient> = None;
-    for q in rx.iter() {
+    for msg in rx.iter() {
+        let q = match msg {
+            Msg::Event(q) => q,
+            Msg::Flush(done) => {
+                let _ = done.try_send(());
+                continue;
+            }
+        };
         let mut req = ForwardRequest::new();
         let mut env = Envelope::new();
         env.set_topic(q.topic.to_string());

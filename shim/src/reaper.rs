@@ -7,6 +7,7 @@
 //! containerd-shim's exit monitor first ([`Exits::subscribe`]) and reads its child's status
 //! from there.
 
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use containerd_shim::monitor::{
@@ -54,8 +55,41 @@ pub fn exit_code(status: WaitStatus) -> Option<(i32, i32)> {
     }
 }
 
-/// Starts the reaper thread; `on_exit(pid, code)` runs in it for every reaped child, after the
-/// exit monitor's subscribers were told.
+/// Children the shim started for itself (`paddock` calls, logging binaries, the cgroup
+/// warm-up). Their exits go to the exit monitor's subscribers but not to `on_exit`, which keeps
+/// the exit of a pid it does not know yet (an init that exits before its pid is read) for a
+/// while: a helper's exit kept there would be taken for a later init's once the pid is reused.
+static OWN: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+/// Held across spawning a helper child and recording its pid; the reaper waits for it before
+/// deciding whose an exit is, so even a child that exits at once is known as the shim's own.
+pub struct Claim(MutexGuard<'static, Vec<i32>>);
+
+impl Claim {
+    pub fn take() -> Self {
+        Self(OWN.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// `pid` is the shim's own helper.
+    pub fn own(mut self, pid: i32) {
+        self.0.push(pid);
+    }
+}
+
+/// Whether `pid` was a helper of the shim's own (and forgets it: its exit is being reaped).
+fn disown(pid: i32) -> bool {
+    let mut own = OWN.lock().unwrap_or_else(PoisonError::into_inner);
+    match own.iter().position(|p| *p == pid) {
+        Some(i) => {
+            own.swap_remove(i);
+            true
+        }
+        None => false,
+    }
+}
+
+/// Starts the reaper thread; `on_exit(pid, code)` runs in it for every reaped child but the
+/// shim's own helpers ([`Claim`]), after the exit monitor's subscribers were told.
 pub fn start(on_exit: impl Fn(i32, i32) + Send + 'static) -> nix::Result<()> {
     let sfd = SignalFd::with_flags(&handled(), SfdFlags::SFD_CLOEXEC)?;
     std::thread::Builder::new()
@@ -84,7 +118,9 @@ fn reap(on_exit: &impl Fn(i32, i32)) {
                     if let Err(e) = monitor_notify_by_pid(pid, code) {
                         log::warn!("exit monitor: {e}");
                     }
-                    on_exit(pid, code);
+                    if !disown(pid) {
+                        on_exit(pid, code);
+                    }
                 }
             }
             Err(Errno::EINTR) => {}
@@ -125,6 +161,17 @@ impl Exits {
 mod tests {
     use super::*;
     use nix::unistd::Pid;
+
+    #[test]
+    fn own_helpers_are_known_once() {
+        Claim::take().own(-7);
+        assert!(disown(-7));
+        assert!(
+            !disown(-7),
+            "an exit is reaped once: the pid may be reused after it"
+        );
+        assert!(!disown(-8));
+    }
 
     #[test]
     fn codes() {

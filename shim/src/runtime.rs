@@ -5,14 +5,14 @@
 //! line of that log names what failed. The child's exit status comes from the reaper's exit
 //! monitor, subscribed before the spawn.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::reaper::Exits;
+use crate::reaper::{Claim, Exits};
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
@@ -79,9 +79,11 @@ impl Paddock {
             }
         };
         let exits = Exits::subscribe()?;
+        let claim = Claim::take();
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot run {} {verb}: {e}", binary.display()))?;
+        claim.own(i32::try_from(child.id()).unwrap_or(-1));
         // The command's copies of the descriptors must be gone before we wait: a FIFO end
         // held here would keep a reader from seeing EOF.
         drop(cmd);
@@ -128,6 +130,34 @@ impl Paddock {
     }
 }
 
+/// Cleans the library search path `paddock` (and a logging binary) will inherit. Call once,
+/// while the shim is single-threaded. containerd appends its `opt` library directory to
+/// `LD_LIBRARY_PATH` (`":<root>/opt/lib"` when it was unset), which leaves an empty entry, the
+/// current directory (the bundle, for the shim), and usually names a directory that does not
+/// exist: the dynamic loader then probes ~30 paths in each for every library of every exec.
+pub fn clean_library_path() {
+    let Some(value) = std::env::var_os("LD_LIBRARY_PATH") else {
+        return;
+    };
+    match library_path(&value, |d| d.is_dir()) {
+        Some(kept) if kept != value => std::env::set_var("LD_LIBRARY_PATH", kept),
+        Some(_) => {}
+        None => std::env::remove_var("LD_LIBRARY_PATH"),
+    }
+}
+
+/// `value` without its empty entries (the current directory) and without the directories
+/// `exists` denies; `None` when nothing is left.
+fn library_path(value: &OsStr, exists: impl Fn(&Path) -> bool) -> Option<OsString> {
+    let kept: Vec<PathBuf> = std::env::split_paths(value)
+        .filter(|d| !d.as_os_str().is_empty() && exists(d))
+        .collect();
+    if kept.is_empty() {
+        return None;
+    }
+    std::env::join_paths(kept).ok()
+}
+
 /// The message of the last `error` line of a runc-style JSON log.
 pub fn last_error(log: &Path) -> Option<String> {
     let text = std::fs::read_to_string(log).ok()?;
@@ -155,6 +185,20 @@ pub fn read_pid(path: &Path) -> Result<u32, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn library_path_keeps_existing_directories_only() {
+        let exists = |d: &Path| d != Path::new("/run/ctd/opt/lib");
+        let lp = |v: &str| library_path(OsStr::new(v), exists);
+        // containerd's own form: an unset path plus its opt directory
+        assert_eq!(lp(":/run/ctd/opt/lib"), None);
+        assert_eq!(
+            lp("/usr/local/lib::/run/ctd/opt/lib:/opt/x/lib"),
+            Some("/usr/local/lib:/opt/x/lib".into())
+        );
+        assert_eq!(lp("/usr/local/lib"), Some("/usr/local/lib".into()));
+        assert_eq!(lp(""), None);
+    }
 
     #[test]
     fn last_error_line_wins() {

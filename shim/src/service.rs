@@ -12,6 +12,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use containerd_shim::api::DeleteResponse;
 use containerd_shim::protos::protobuf::Message;
@@ -35,6 +36,8 @@ const NAME: &str = "containerd-shim-paddock-v2";
 const WORKERS_DEFAULT: usize = 2;
 const WORKERS_MIN: usize = 1;
 const WORKERS_MAX: usize = 4096;
+/// How long an exiting shim waits for its last events to reach containerd.
+const EVENTS_FLUSH: Duration = Duration::from_secs(2);
 
 pub fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().collect();
@@ -128,7 +131,15 @@ fn launch(flags: &Flags, address: &str) -> Result<(), String> {
         Ok(ForkResult::Parent { .. }) => Ok(()),
         Ok(ForkResult::Child) => {
             // containerd reads the start action's output until EOF: the shim keeps none of it
+            // (nor does the process below)
             detach_stdio();
+            crate::runtime::clean_library_path();
+            // The first sandbox's move into its cgroups waits for a kernel grace period; start
+            // it now, while containerd connects and sends Create (the reaper collects the
+            // process, a helper of the shim's own).
+            if let Some(pid) = paddock_runtime::migration::spawn_detached() {
+                crate::reaper::Claim::take().own(pid.as_raw());
+            }
             let code = match run(listener, flags, address) {
                 Ok(()) => 0,
                 Err(e) => {
@@ -299,9 +310,15 @@ fn run(listener: UnixListener, flags: &Flags, socket: &str) -> Result<(), String
     // Serve until Shutdown, trimming the resident set whenever requests stop.
     idle.poke();
     waiter.run();
-    server.shutdown();
+    // Gone before containerd sees the connection close and runs the `delete` action.
     let _ = std::fs::remove_file(socket_path(socket));
     remove_empty_roots(&shared);
+    if !shared.events.flush(EVENTS_FLUSH) {
+        log::warn!("events still queued at exit");
+    }
+    // The process exit closes containerd's connection (which it takes as the shim's end,
+    // Shutdown's reply or not) without joining the server's threads one by one first.
+    drop(server);
     Ok(())
 }
 

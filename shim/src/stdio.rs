@@ -17,6 +17,7 @@ use std::process::{Command, Stdio};
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 
+use crate::reaper::Claim;
 use crate::runtime::Stdio3;
 
 /// Where one output stream goes.
@@ -263,8 +264,11 @@ fn binary_logger(
             Ok(())
         });
     }
-    cmd.spawn()
+    let claim = Claim::take();
+    let child = cmd
+        .spawn()
         .map_err(|e| format!("start logging binary {}: {e}", path.display()))?;
+    claim.own(i32::try_from(child.id()).unwrap_or(-1));
     // The logger is reaped by the reaper; it exits once every writer of its pipes is gone.
     drop(cmd);
     drop((out_r, err_r, ready_w));
