@@ -154,3 +154,76 @@ fn lifecycle_misuse_is_refused() {
     // --force on a sandbox that is already gone is not an error (as runc).
     w.paddock(&["delete", "--force", "dup"]).ok();
 }
+
+/// Whether this process may lower OOM scores (CAP_SYS_RESOURCE in its effective set).
+fn may_lower_oom_scores() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .map(|h| u64::from_str_radix(h.trim(), 16).unwrap())
+        .unwrap();
+    eff & (1 << 24) != 0
+}
+
+fn oom_score_of(pid: &str) -> i32 {
+    read_trimmed(Path::new(&format!("/proc/{pid}/oom_score_adj")))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn oom_score_adj_reaches_the_init_or_is_refused_clearly() {
+    if !require_root() {
+        return;
+    }
+    let w = World::new();
+    let own: i32 = read_trimmed(Path::new("/proc/self/oom_score_adj"))
+        .parse()
+        .unwrap();
+
+    // Raising needs no privilege: the init gets it, paddock's monitor keeps paddock's score.
+    let b = good_bundle(&w, "oomup");
+    w.edit_spec(&b, |v| v["process"]["oomScoreAdj"] = 500.into());
+    let r = w.paddock(&["create", "--bundle", s(&b), "oomup"]);
+    assert_eq!(r.code, 0, "create: {}", r.stderr);
+    let state: serde_json::Value =
+        serde_json::from_str(&w.paddock(&["state", "oomup"]).stdout).unwrap();
+    let init = state["pid"].as_i64().unwrap().to_string();
+    assert_eq!(oom_score_of(&init), 500);
+    let record = w.root.join(".paddock/oomup/monitor.pid");
+    let monitor = read_trimmed(&record);
+    let monitor = monitor.split_whitespace().next().unwrap();
+    assert_eq!(
+        oom_score_of(monitor),
+        own,
+        "the monitor must not carry the app's OOM preference"
+    );
+    assert_eq!(w.paddock(&["delete", "--force", "oomup"]).code, 0);
+
+    // Lowering needs CAP_SYS_RESOURCE: set with it, refused by name without it.
+    let b = good_bundle(&w, "oomdown");
+    w.edit_spec(&b, |v| v["process"]["oomScoreAdj"] = (-998).into());
+    if may_lower_oom_scores() {
+        let r = w.paddock(&["create", "--bundle", s(&b), "oomdown"]);
+        assert_eq!(r.code, 0, "create: {}", r.stderr);
+        let state: serde_json::Value =
+            serde_json::from_str(&w.paddock(&["state", "oomdown"]).stdout).unwrap();
+        assert_eq!(
+            oom_score_of(&state["pid"].as_i64().unwrap().to_string()),
+            -998
+        );
+        assert_eq!(w.paddock(&["delete", "--force", "oomdown"]).code, 0);
+    } else {
+        refused(
+            &w,
+            &["create", "--bundle", s(&b), "oomdown"],
+            &[
+                "config.json",
+                "process.oomScoreAdj -998",
+                "/proc/self/oom_score_adj",
+                "CAP_SYS_RESOURCE",
+            ],
+        );
+    }
+}

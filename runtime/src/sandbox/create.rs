@@ -70,6 +70,8 @@ pub fn create(root: &Path, sandbox: &str, opts: &CreateOptions) -> Result<i32> {
     let rootfs = bundle::rootfs(&bundle_dir, &spec)?;
     let mut plan = policy::plan(spec, sandbox, opts.systemd_cgroup)?;
     let filter = seccomp_filter(&plan.spec)?;
+    // Before anything exists: a score this process may not set leaves nothing behind.
+    let own_oom_score = set_oom_score(&bundle_dir, &plan.spec)?;
     tracing::debug!(id = sandbox, "planned");
     if let Some(mut r) = plan.spec.root().clone() {
         r.set_path(rootfs.clone());
@@ -165,6 +167,10 @@ pub fn create(root: &Path, sandbox: &str, opts: &CreateOptions) -> Result<i32> {
         })
         .and_then(|pid| {
             tracing::debug!(id = sandbox, pid, "engine created the init");
+            // The init has the spec's score; the monitor forked next keeps paddock's own.
+            if let Some(own) = own_oom_score {
+                restore_oom_score(own)?;
+            }
             if new_network_namespace(&plan.spec) {
                 network::loopback_up(pid)?;
             }
@@ -182,6 +188,46 @@ pub fn create(root: &Path, sandbox: &str, opts: &CreateOptions) -> Result<i32> {
             Err(err)
         }
     }
+}
+
+const OOM_SCORE_ADJ: &str = "/proc/self/oom_score_adj";
+
+/// Sets the spec's `process.oomScoreAdj` on this process, which the engine forks the sandbox
+/// from (the engine writes the same file again; children inherit the score). Returns the score
+/// this process had, to be restored once the init exists. Lowering a score below what the
+/// process may set needs CAP_SYS_RESOURCE: the error says so, naming the value and the file.
+fn set_oom_score(bundle: &Path, spec: &oci_spec::runtime::Spec) -> Result<Option<i32>> {
+    let Some(adj) = spec.process().as_ref().and_then(|p| p.oom_score_adj()) else {
+        return Ok(None);
+    };
+    let own = fs::read_to_string(OOM_SCORE_ADJ)
+        .map_err(|e| Error::io("read", OOM_SCORE_ADJ, e))?
+        .trim()
+        .parse::<i32>()
+        .map_err(|e| Error::Invalid(format!("{OOM_SCORE_ADJ}: {e}")))?;
+    fs::write(OOM_SCORE_ADJ, adj.to_string()).map_err(|e| Error::Spec {
+        path: bundle.join("config.json"),
+        reason: format!(
+            "process.oomScoreAdj {adj}: write {OOM_SCORE_ADJ}: {e}{}",
+            oom_score_hint(adj, own, e.kind())
+        ),
+    })?;
+    Ok(Some(own))
+}
+
+/// Why a score was refused, when the kernel's reason is the usual one.
+fn oom_score_hint(adj: i32, own: i32, kind: std::io::ErrorKind) -> &'static str {
+    if kind == std::io::ErrorKind::PermissionDenied && adj < own {
+        " (lowering an OOM score needs CAP_SYS_RESOURCE, which paddock lacks here)"
+    } else {
+        ""
+    }
+}
+
+/// Gives this process its own score back (raising it, or lowering it to no less than it had:
+/// no capability is needed either way).
+fn restore_oom_score(own: i32) -> Result<()> {
+    fs::write(OOM_SCORE_ADJ, own.to_string()).map_err(|e| Error::io("write", OOM_SCORE_ADJ, e))
 }
 
 /// Leases the sandbox's identity (a range for a user namespace) and makes the spec run as it.
@@ -404,4 +450,20 @@ fn build(
             id: sandbox.to_string(),
             reason: "no init pid after create".into(),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_lower_score_names_the_capability() {
+        let denied = std::io::ErrorKind::PermissionDenied;
+        assert!(oom_score_hint(-998, 0, denied).contains("CAP_SYS_RESOURCE"));
+        assert_eq!(oom_score_hint(500, 0, denied), "");
+        assert_eq!(
+            oom_score_hint(-998, 0, std::io::ErrorKind::InvalidInput),
+            ""
+        );
+    }
 }
