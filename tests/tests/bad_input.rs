@@ -199,6 +199,20 @@ fn oom_score_adj_reaches_the_init_or_is_refused_clearly() {
         own,
         "the monitor must not carry the app's OOM preference"
     );
+    if !may_lower_oom_scores() {
+        // An exec'd process's own lower score is refused the same way.
+        let process = w.path().join("oom-process.json");
+        let spec = serde_json::json!({
+            "args": ["true"], "cwd": "/", "user": {"uid": 0, "gid": 0},
+            "env": ["PATH=/bin"], "oomScoreAdj": -998
+        });
+        std::fs::write(&process, spec.to_string()).unwrap();
+        refused(
+            &w,
+            &["exec", "--process", s(&process), "oomup"],
+            &[s(&process), "oomScoreAdj -998", "CAP_SYS_RESOURCE"],
+        );
+    }
     assert_eq!(w.paddock(&["delete", "--force", "oomup"]).code, 0);
 
     // Lowering needs CAP_SYS_RESOURCE: set with it, refused by name without it.

@@ -194,10 +194,22 @@ const OOM_SCORE_ADJ: &str = "/proc/self/oom_score_adj";
 
 /// Sets the spec's `process.oomScoreAdj` on this process, which the engine forks the sandbox
 /// from (the engine writes the same file again; children inherit the score). Returns the score
-/// this process had, to be restored once the init exists. Lowering a score below what the
-/// process may set needs CAP_SYS_RESOURCE: the error says so, naming the value and the file.
+/// this process had, to be restored once the init exists.
 fn set_oom_score(bundle: &Path, spec: &oci_spec::runtime::Spec) -> Result<Option<i32>> {
-    let Some(adj) = spec.process().as_ref().and_then(|p| p.oom_score_adj()) else {
+    let adj = spec.process().as_ref().and_then(|p| p.oom_score_adj());
+    set_own_oom_score(&bundle.join("config.json"), "process.oomScoreAdj", adj)
+}
+
+/// Gives this process the score `adj` (from the field `field` of the spec at `spec_path`),
+/// before the engine does the same, and returns the score it had. Lowering a score below what
+/// the process may set needs CAP_SYS_RESOURCE: the error says so, naming the value and the
+/// file.
+pub(crate) fn set_own_oom_score(
+    spec_path: &Path,
+    field: &str,
+    adj: Option<i32>,
+) -> Result<Option<i32>> {
+    let Some(adj) = adj else {
         return Ok(None);
     };
     let own = fs::read_to_string(OOM_SCORE_ADJ)
@@ -206,9 +218,9 @@ fn set_oom_score(bundle: &Path, spec: &oci_spec::runtime::Spec) -> Result<Option
         .parse::<i32>()
         .map_err(|e| Error::Invalid(format!("{OOM_SCORE_ADJ}: {e}")))?;
     fs::write(OOM_SCORE_ADJ, adj.to_string()).map_err(|e| Error::Spec {
-        path: bundle.join("config.json"),
+        path: spec_path.to_path_buf(),
         reason: format!(
-            "process.oomScoreAdj {adj}: write {OOM_SCORE_ADJ}: {e}{}",
+            "{field} {adj}: write {OOM_SCORE_ADJ}: {e}{}",
             oom_score_hint(adj, own, e.kind())
         ),
     })?;

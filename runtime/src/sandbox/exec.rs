@@ -95,6 +95,10 @@ pub fn exec(root: &Path, sandbox: &str, opts: &ExecOptions) -> Result<i32> {
         (Some(c), Some(p)) => Some(confined_process(c, p, &loaded.store.record_dir(sandbox))?),
         (_, p) => p.as_ref().map(|p| ProcessFile(p.clone(), false)),
     };
+    // The process's own OOM score, set here first so that a refusal says what was refused.
+    if let Some(p) = &opts.process {
+        super::create::set_own_oom_score(p, "oomScoreAdj", process_oom_score(p)?)?;
+    }
     super::drop_caller_groups()?;
     // libcontainer's tenant does not join the init's user namespace: paddock does (userns.rs).
     if let Some(init) = loaded.container.as_ref().and_then(|c| c.pid()) {
@@ -125,6 +129,14 @@ pub fn exec(root: &Path, sandbox: &str, opts: &ExecOptions) -> Result<i32> {
     warmup.finish();
     drop(process);
     Ok(pid?.as_raw())
+}
+
+/// The `oomScoreAdj` of a process spec file.
+fn process_oom_score(path: &Path) -> Result<Option<i32>> {
+    let data = std::fs::read(path).map_err(|e| Error::io("read process spec", path, e))?;
+    let process: oci_spec::runtime::Process = serde_json::from_slice(&data)
+        .map_err(|e| Error::Invalid(format!("process spec {}: malformed: {e}", path.display())))?;
+    Ok(process.oom_score_adj())
 }
 
 /// A process spec handed to the engine; one paddock wrote (`.1`) is removed when dropped.
