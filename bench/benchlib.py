@@ -53,6 +53,22 @@ MKBUNDLE = os.path.join(REPO, "scripts", "mkbundle.sh")
 OUT_DIR = os.path.join(BENCH_DIR, "out")
 DEFAULT_PADDOCK = os.path.join(REPO, "target", "release", "paddock")
 CG_PARENT = "paddock-bench"          # every cgroup the bench makes lives under /paddock-bench
+
+
+def paddock_node_config_exists(env):
+    """Whether the node (or the caller, through `env`) has a paddock node config of its own."""
+    return bool(env.get("PADDOCK_CONFIG")) or os.path.exists("/etc/paddock/config.toml")
+
+
+def node_config(state):
+    """A paddock node config keeping the node's state (CPU registry, identity leases) under
+    `state`/paddock-node; returns its path."""
+    node = os.path.join(state, "paddock-node")
+    os.makedirs(node)
+    config = os.path.join(node, "config.toml")
+    with open(config, "w") as f:
+        f.write('[identity]\nlease_dir = "%s/leases"\n\n[cpu]\nstate_dir = "%s/cpu"\n' % (node, node))
+    return config
 LOCK_PATH = "/run/paddock-bench.lock"
 UNIFIED = "/sys/fs/cgroup/unified"
 
@@ -533,14 +549,10 @@ class Session:
         the node or the caller has a config already (then it is used as it is)."""
         if "paddock" not in self.runtime_bins:
             return
-        if os.environ.get("PADDOCK_CONFIG") or os.path.exists("/etc/paddock/config.toml"):
+        if paddock_node_config_exists(os.environ):
             self.notes.append("paddock's node config is the node's own: its /run state stays where it says")
             return
-        node = os.path.join(state, "paddock-node")
-        os.makedirs(node)
-        config = os.path.join(node, "config.toml")
-        with open(config, "w") as f:
-            f.write('[identity]\nlease_dir = "%s/leases"\n\n[cpu]\nstate_dir = "%s/cpu"\n' % (node, node))
+        config = node_config(state)
         os.environ["PADDOCK_CONFIG"] = config
         self.own_config = True
         self.notes.append("paddock's node state (CPU registry, identity leases) on that tmpfs too, "

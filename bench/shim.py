@@ -28,6 +28,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib  # noqa: E402
 import time
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -123,14 +126,10 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
         same tmpfs, through a node config of the bench's own that containerd's environment
         passes to the shim and on to `paddock`, unless the node or the caller has a config
         already (then it is used as it is)."""
-        if env.get("PADDOCK_CONFIG") or os.path.exists("/etc/paddock/config.toml"):
+        if benchlib.paddock_node_config_exists(env):
             self.notes.append("paddock's node config is the node's own: its /run state stays where it says")
             return
-        node = os.path.join(self.dir, "paddock-node")
-        os.makedirs(node)
-        config = os.path.join(node, "config.toml")
-        with open(config, "w") as f:
-            f.write('[identity]\nlease_dir = "%s/leases"\n\n[cpu]\nstate_dir = "%s/cpu"\n' % (node, node))
+        config = benchlib.node_config(self.dir)
         env["PADDOCK_CONFIG"] = config
         self.notes.append("paddock's node state (CPU registry, identity leases) on that tmpfs too, "
                           "through PADDOCK_CONFIG=%s" % config)

@@ -83,7 +83,8 @@ impl Paddock {
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot run {} {verb}: {e}", binary.display()))?;
-        claim.own(i32::try_from(child.id()).unwrap_or(-1));
+        let pid = i32::try_from(child.id()).unwrap_or(-1);
+        claim.own(pid);
         // The command's copies of the descriptors must be gone before we wait: a FIFO end
         // held here would keep a reader from seeing EOF.
         drop(cmd);
@@ -93,7 +94,6 @@ impl Paddock {
                 let _ = pipe.read_to_string(&mut stderr);
             }
         }
-        let pid = i32::try_from(child.id()).unwrap_or(-1);
         let code = exits.wait(pid)?;
         let logged = last_error(&log);
         let _ = std::fs::remove_file(&log);

@@ -515,6 +515,40 @@ disabled_plugins = [{cri}
         self.expect_ok(&format!("ctr {args:?}"), self.ctr(args))
     }
 
+    /// `ctr run` with the harness's flags ([`Containerd::ctr_run`]), which must succeed; its
+    /// stdout.
+    #[track_caller]
+    pub fn ctr_run_ok(&self, args: &[&str]) -> String {
+        self.expect_ok(&format!("ctr run {args:?}"), self.ctr_run(args))
+    }
+
+    /// `ctr tasks exec FLAGS --fifo-dir <fifo dir> --exec-id EXEC_ID ID ARGV…`.
+    pub fn ctr_exec(&self, flags: &[&str], id: &str, exec_id: &str, argv: &[&str]) -> Output {
+        let fifo = self.fifo_dir();
+        let fifo = fifo.to_string_lossy();
+        let mut args = vec!["tasks", "exec"];
+        args.extend_from_slice(flags);
+        args.extend_from_slice(&["--fifo-dir", &fifo, "--exec-id", exec_id, id]);
+        args.extend_from_slice(argv);
+        self.ctr(&args)
+    }
+
+    /// The pids `ctr tasks ps ID` lists.
+    pub fn task_pids(&self, id: &str) -> Vec<u32> {
+        self.ctr_ok(&["tasks", "ps", id])
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect()
+    }
+
+    /// Stops containerd and asserts that nothing it or the shims made is left.
+    #[track_caller]
+    pub fn stop_and_assert_clean(self) {
+        let leaks = self.stop().leaks();
+        assert!(leaks.is_empty(), "leaks after teardown: {leaks:#?}");
+    }
+
     /// The last `lines` lines of containerd's log.
     pub fn log_tail(&self, lines: usize) -> String {
         let log = self.log();
@@ -1426,20 +1460,7 @@ pub fn exercise_runc_shim_extras(binary: &Path) -> Result<()> {
     let id = "extras";
     let out = ctd.ctr_run(&["-d", &image, id, "sleep", "1000"]);
     check(&ctd, out.status.success(), "ctr run -d sleep 1000", &out)?;
-    let fifo = ctd.fifo_dir();
-    let fifo = fifo.to_string_lossy();
-    let out = ctd.ctr(&[
-        "tasks",
-        "exec",
-        "--fifo-dir",
-        &fifo,
-        "--exec-id",
-        "e1",
-        id,
-        "sh",
-        "-c",
-        "echo exec-ok; exit 4",
-    ]);
+    let out = ctd.ctr_exec(&[], id, "e1", &["sh", "-c", "echo exec-ok; exit 4"]);
     check(
         &ctd,
         out.status.code() == Some(4) && stdout_of(&out).contains("exec-ok"),

@@ -32,11 +32,6 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-#[track_caller]
-fn run_ok(ctd: &Containerd, args: &[&str]) -> String {
-    ctd.expect_ok(&format!("ctr run {args:?}"), ctd.ctr_run(args))
-}
-
 fn remove(ctd: &Containerd, id: &str) {
     ctd.ctr_ok(&["tasks", "kill", "-s", "SIGKILL", id]);
     wait_task_stopped(ctd, id, Duration::from_secs(10)).unwrap();
@@ -48,12 +43,6 @@ fn remove(ctd: &Containerd, id: &str) {
 fn assert_gone(ctd: &Containerd, ids: &[&str]) {
     let left = ctd.wait_containers_gone(ids, Duration::from_secs(10));
     assert!(left.is_empty(), "leftovers: {left:#?}");
-}
-
-#[track_caller]
-fn assert_clean(ctd: Containerd) {
-    let leaks = ctd.stop().leaks();
-    assert!(leaks.is_empty(), "leaks after teardown: {leaks:#?}");
 }
 
 fn paddock_state(ctd: &Containerd, id: &str) -> PathBuf {
@@ -112,22 +101,19 @@ fn shim_runs_tasks_with_output_and_exit_codes() {
     // stdin data and EOF (CloseIO)
     stdin_roundtrip(&ctd, &image, "stdin").unwrap();
     // --null-io: writes to stdout/stderr must succeed
-    run_ok(
-        &ctd,
-        &[
-            "--rm",
-            "--null-io",
-            &image,
-            "null-io",
-            "sh",
-            "-c",
-            "echo out || exit 7; echo err >&2 || exit 8",
-        ],
-    );
+    ctd.ctr_run_ok(&[
+        "--rm",
+        "--null-io",
+        &image,
+        "null-io",
+        "sh",
+        "-c",
+        "echo out || exit 7; echo err >&2 || exit 8",
+    ]);
 
     // detached: the init is in the cgroup containerd asked for, its state in paddock's root
     let id = "sleeper";
-    run_ok(&ctd, &["-d", &image, id, "sleep", "1000"]);
+    ctd.ctr_run_ok(&["-d", &image, id, "sleep", "1000"]);
     let (pid, status) = task_status(&ctd, id).unwrap();
     assert_eq!(status, "RUNNING");
     let cgroup = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
@@ -167,22 +153,9 @@ fn shim_runs_tasks_with_output_and_exit_codes() {
     let fds_before = fds_of(shim);
 
     // exec: output and exit code, twice (no descriptor may leak per exec)
-    let fifo = ctd.fifo_dir();
-    let fifo = fifo.to_string_lossy();
     for n in 0..2 {
         let exec_id = format!("e{n}");
-        let out = ctd.ctr(&[
-            "tasks",
-            "exec",
-            "--fifo-dir",
-            &fifo,
-            "--exec-id",
-            &exec_id,
-            id,
-            "sh",
-            "-c",
-            "echo exec-ok; exit 4",
-        ]);
+        let out = ctd.ctr_exec(&[], id, &exec_id, &["sh", "-c", "echo exec-ok; exit 4"]);
         assert_eq!(
             out.status.code(),
             Some(4),
@@ -260,7 +233,7 @@ fn shim_runs_tasks_with_output_and_exit_codes() {
     ctd.ctr_ok(&["containers", "rm", id]);
     assert_gone(&ctd, &["hello", "stdin", "null-io", id]);
     assert!(!paddock_state(&ctd, id).exists());
-    assert_clean(ctd);
+    ctd.stop_and_assert_clean();
 }
 
 #[test]
@@ -271,18 +244,8 @@ fn shim_publishes_task_events_in_order() {
     let (ctd, image) = start();
     let events = Events::watch(&ctd).unwrap();
     let id = "evented";
-    run_ok(&ctd, &["-d", &image, id, "sleep", "1000"]);
-    let fifo = ctd.fifo_dir();
-    let out = ctd.ctr(&[
-        "tasks",
-        "exec",
-        "--fifo-dir",
-        &fifo.to_string_lossy(),
-        "--exec-id",
-        "x1",
-        id,
-        "true",
-    ]);
+    ctd.ctr_run_ok(&["-d", &image, id, "sleep", "1000"]);
+    let out = ctd.ctr_exec(&[], id, "x1", &["true"]);
     assert!(out.status.success(), "{out:?}");
     ctd.ctr_ok(&["tasks", "pause", id]);
     ctd.ctr_ok(&["tasks", "resume", id]);
@@ -307,7 +270,7 @@ fn shim_publishes_task_events_in_order() {
     );
     drop(events);
     assert_gone(&ctd, &[id]);
-    assert_clean(ctd);
+    ctd.stop_and_assert_clean();
 }
 
 #[test]
@@ -344,7 +307,7 @@ fn shim_publishes_oom_before_exit() {
     );
     drop(events);
     assert_gone(&ctd, &[id]);
-    assert_clean(ctd);
+    ctd.stop_and_assert_clean();
 }
 
 #[test]
@@ -355,7 +318,7 @@ fn shim_sigkill_then_containerd_cleans_up() {
     let (ctd, image) = start();
     let ns = ctd.namespace().to_string();
     let id = "orphaned";
-    run_ok(&ctd, &["-d", &image, id, "sleep", "1000"]);
+    ctd.ctr_run_ok(&["-d", &image, id, "sleep", "1000"]);
     let (pid, _) = task_status(&ctd, id).unwrap();
     let shims = ctd.shim_pids();
     assert_eq!(shims.len(), 1);
@@ -397,7 +360,7 @@ fn shim_sigkill_then_containerd_cleans_up() {
     let _ = ctd.ctr(&["tasks", "delete", id]);
     ctd.ctr_ok(&["containers", "rm", id]);
     assert_gone(&ctd, &[id]);
-    assert_clean(ctd);
+    ctd.stop_and_assert_clean();
 }
 
 #[test]
@@ -407,7 +370,7 @@ fn shim_tasks_survive_a_containerd_restart() {
     }
     let (mut ctd, image) = start();
     let id = "steady";
-    run_ok(&ctd, &["-d", &image, id, "sleep", "1000"]);
+    ctd.ctr_run_ok(&["-d", &image, id, "sleep", "1000"]);
     let (pid, _) = task_status(&ctd, id).unwrap();
     let shim = ctd.shim_pids();
     ctd.restart().unwrap();
@@ -419,19 +382,7 @@ fn shim_tasks_survive_a_containerd_restart() {
     );
     // managed again: exec, pause/resume, metrics, kill, delete — and events still flow
     let events = Events::watch(&ctd).unwrap();
-    let fifo = ctd.fifo_dir();
-    let out = ctd.ctr(&[
-        "tasks",
-        "exec",
-        "--fifo-dir",
-        &fifo.to_string_lossy(),
-        "--exec-id",
-        "after",
-        id,
-        "sh",
-        "-c",
-        "echo again; exit 2",
-    ]);
+    let out = ctd.ctr_exec(&[], id, "after", &["sh", "-c", "echo again; exit 2"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}\n{}", ctd.log_tail(30));
     assert!(text(&out.stdout).contains("again"));
     ctd.ctr_ok(&["tasks", "pause", id]);
@@ -445,7 +396,7 @@ fn shim_tasks_survive_a_containerd_restart() {
     );
     drop(events);
     assert_gone(&ctd, &[id]);
-    assert_clean(ctd);
+    ctd.stop_and_assert_clean();
 }
 
 #[test]
@@ -456,18 +407,15 @@ fn shim_serves_50_containers_of_one_pod() {
     let (ctd, image) = start();
     let ids: Vec<String> = (0..50).map(|i| format!("pod-c{i}")).collect();
     for id in &ids {
-        run_ok(
-            &ctd,
-            &[
-                "-d",
-                "--annotation",
-                "io.kubernetes.cri.sandbox-id=pod-1",
-                &image,
-                id,
-                "sleep",
-                "1000",
-            ],
-        );
+        ctd.ctr_run_ok(&[
+            "-d",
+            "--annotation",
+            "io.kubernetes.cri.sandbox-id=pod-1",
+            &image,
+            id,
+            "sleep",
+            "1000",
+        ]);
     }
     let shims = ctd.shim_pids();
     assert_eq!(shims.len(), 1, "one shim for the pod: {shims:?}");
@@ -492,7 +440,7 @@ fn shim_serves_50_containers_of_one_pod() {
     }
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
     assert_gone(&ctd, &refs);
-    assert_clean(ctd);
+    ctd.stop_and_assert_clean();
 }
 
 #[test]
@@ -503,18 +451,15 @@ fn shim_passes_annotations_and_refuses_bad_ones() {
     let (ctd, image) = start();
     let ns = ctd.namespace().to_string();
     let id = "limited";
-    run_ok(
-        &ctd,
-        &[
-            "-d",
-            "--annotation",
-            "io.paddock.pids=17",
-            &image,
-            id,
-            "sleep",
-            "1000",
-        ],
-    );
+    ctd.ctr_run_ok(&[
+        "-d",
+        "--annotation",
+        "io.paddock.pids=17",
+        &image,
+        id,
+        "sleep",
+        "1000",
+    ]);
     let pids_max = cgroup_mounts()
         .into_iter()
         .map(|m| m.join(&ns).join(id).join("pids.max"))
@@ -545,7 +490,7 @@ fn shim_passes_annotations_and_refuses_bad_ones() {
     );
     let _ = ctd.ctr(&["containers", "rm", "refused"]);
     assert_gone(&ctd, &[id, "refused"]);
-    assert_clean(ctd);
+    ctd.stop_and_assert_clean();
 }
 
 #[test]
@@ -636,7 +581,7 @@ fn shim_log_uris_and_terminal() {
         "the task ran on a terminal: {script:?}"
     );
     assert_gone(&ctd, &["to-file", "to-binary", "tty"]);
-    assert_clean(ctd);
+    ctd.stop_and_assert_clean();
 }
 
 /// `value` of the cgroup file of `pid` for `controller` (v1: `<mount>/<path>/<v1_file>`;
@@ -687,19 +632,10 @@ fn task_update(ctd: &Containerd, id: &str, resources: &str) -> Result<(), String
     }
 }
 
-/// The pids `ctr task ps` lists for `id`.
-fn task_pids(ctd: &Containerd, id: &str) -> Vec<u32> {
-    ctd.ctr_ok(&["tasks", "ps", id])
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
-        .collect()
-}
-
 fn wait_pids(ctd: &Containerd, id: &str, n: usize) -> Vec<u32> {
     let deadline = Instant::now() + scaled(Duration::from_secs(10));
     loop {
-        let p = task_pids(ctd, id);
+        let p = ctd.task_pids(id);
         if p.len() == n || Instant::now() >= deadline {
             return p;
         }
@@ -741,18 +677,15 @@ fn shim_update_resize_and_kill_all() {
     ensure_packages(&["bsdutils"]).unwrap();
     let (ctd, image) = start();
     let id = "limits";
-    run_ok(
-        &ctd,
-        &[
-            "-d",
-            "--memory-limit",
-            &(64u64 << 20).to_string(),
-            &image,
-            id,
-            "sleep",
-            "100000",
-        ],
-    );
+    ctd.ctr_run_ok(&[
+        "-d",
+        "--memory-limit",
+        &(64u64 << 20).to_string(),
+        &image,
+        id,
+        "sleep",
+        "100000",
+    ]);
     let (pid, _) = task_status(&ctd, id).unwrap();
     let memory = || cgroup_file(pid, "memory", "memory.limit_in_bytes", "memory.max");
     let pids = || cgroup_file(pid, "pids", "pids.max", "pids.max");
@@ -792,18 +725,8 @@ fn shim_update_resize_and_kill_all() {
     // it running, while an exec'd sleep dies of it — if the signal reaches it.
     // an exec'd sleep next to the init: both pids
     let exec_sleep = |exec_id: &str| {
-        ctd.ctr_ok(&[
-            "tasks",
-            "exec",
-            "-d",
-            "--fifo-dir",
-            &fifo,
-            "--exec-id",
-            exec_id,
-            id,
-            "sleep",
-            "100000",
-        ]);
+        let out = ctd.ctr_exec(&["-d"], id, exec_id, &["sleep", "100000"]);
+        ctd.expect_ok(&format!("ctr tasks exec -d {exec_id}"), out);
         wait_pids(&ctd, id, 2)
     };
     let both = exec_sleep("e1");
@@ -819,11 +742,7 @@ fn shim_update_resize_and_kill_all() {
     }
     ctd.ctr_ok(&["tasks", "kill", "-s", "SIGTERM", id]);
     thread::sleep(scaled(Duration::from_millis(500)));
-    assert_eq!(
-        task_pids(&ctd, id).len(),
-        2,
-        "a plain kill reached the exec"
-    );
+    assert_eq!(ctd.task_pids(id).len(), 2, "a plain kill reached the exec");
     ctd.ctr_ok(&["tasks", "kill", "--all", "-s", "SIGTERM", id]);
     let left = wait_pids(&ctd, id, 1);
     assert_eq!(
@@ -854,7 +773,7 @@ fn shim_update_resize_and_kill_all() {
         ctd.log_tail(30)
     );
     // and an exec's terminal
-    run_ok(&ctd, &["-d", &image, "term", "sleep", "100000"]);
+    ctd.ctr_run_ok(&["-d", &image, "term", "sleep", "100000"]);
     let exec = ctd.ctr_command(&[
         "tasks",
         "exec",
@@ -876,7 +795,7 @@ fn shim_update_resize_and_kill_all() {
     );
     remove(&ctd, "term");
     assert_gone(&ctd, &[id, "sized", "term"]);
-    assert_clean(ctd);
+    ctd.stop_and_assert_clean();
 }
 
 /// Whether `pid` is a live (not zombie) process.

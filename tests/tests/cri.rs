@@ -260,11 +260,7 @@ fn assert_clean(ctd: Containerd, client: Cri) {
 /// nothing remains: processes, shims, cgroups, mounts, sockets, its directory, paddock state.
 fn assert_stops_clean(ctd: Containerd) {
     let dir = ctd.dir().to_path_buf();
-    let leaks = ctd.stop().leaks();
-    assert!(
-        leaks.is_empty(),
-        "leaks after containerd teardown: {leaks:#?}"
-    );
+    ctd.stop_and_assert_clean();
     assert!(!dir.exists(), "{} remains", dir.display());
     // the shim removes its namespace's state directory with the last sandbox
     let state = paddock_state();

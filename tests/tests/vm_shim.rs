@@ -42,31 +42,9 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-#[track_caller]
-fn run_ok(ctd: &Containerd, args: &[&str]) {
-    let out = ctd.ctr_run(args);
-    assert!(
-        out.status.success(),
-        "ctr run {args:?}: {out:?}\ncontainerd log tail:\n{}",
-        ctd.log_tail(30)
-    );
-}
-
 /// The sandbox's directory in the v2 tree (containerd asks for `/<namespace>/<id>`).
 fn cgroup(ctd: &Containerd, id: &str) -> PathBuf {
     Path::new("/sys/fs/cgroup").join(ctd.namespace()).join(id)
-}
-
-/// The pids `ctr task ps` lists, sorted.
-fn task_pids(ctd: &Containerd, id: &str) -> Vec<u32> {
-    let mut pids: Vec<u32> = ctd
-        .ctr_ok(&["tasks", "ps", id])
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
-        .collect();
-    pids.sort_unstable();
-    pids
 }
 
 /// The pids in `cgroup.procs` of `dir` and below, sorted.
@@ -119,20 +97,20 @@ fn remove(ctd: &Containerd, id: &str) {
     ctd.ctr_ok(&["containers", "rm", id]);
 }
 
+/// Exactly one `/tasks/oom` among `topics`, and before the `/tasks/exit`.
 #[track_caller]
-fn assert_clean(ctd: Containerd) {
-    let leaks = ctd.stop().leaks();
-    assert!(leaks.is_empty(), "leaks after teardown: {leaks:#?}");
-}
-
-/// Where `topic` occurs in `topics`.
-fn positions(topics: &[String], topic: &str) -> Vec<usize> {
-    topics
+fn assert_one_oom_before_exit(topics: &[String], whose: &str) {
+    let oom: Vec<usize> = topics
         .iter()
         .enumerate()
-        .filter(|(_, t)| *t == topic)
+        .filter(|(_, t)| *t == "/tasks/oom")
         .map(|(i, _)| i)
-        .collect()
+        .collect();
+    let exit = topics.iter().position(|t| t == "/tasks/exit");
+    assert!(
+        oom.len() == 1 && exit.is_some_and(|e| oom[0] < e),
+        "want one /tasks/oom before {whose} /tasks/exit: {topics:?}"
+    );
 }
 
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
@@ -158,24 +136,21 @@ fn shim_stats_pids_pause_and_update_on_the_v2_tree() {
         "type=bind,src={},dst=/data,options=rbind:rw",
         data.path().display()
     );
-    run_ok(
-        &ctd,
-        &[
-            "-d",
-            "--memory-limit",
-            &(64 * MIB).to_string(),
-            "--annotation",
-            "io.paddock.pids=40",
-            "--mount",
-            &mount,
-            &image,
-            id,
-            "sh",
-            "-c",
-            "dd if=/dev/zero of=/data/io bs=1048576 count=4 conv=fsync 2>/dev/null && \
+    ctd.ctr_run_ok(&[
+        "-d",
+        "--memory-limit",
+        &(64 * MIB).to_string(),
+        "--annotation",
+        "io.paddock.pids=40",
+        "--mount",
+        &mount,
+        &image,
+        id,
+        "sh",
+        "-c",
+        "dd if=/dev/zero of=/data/io bs=1048576 count=4 conv=fsync 2>/dev/null && \
              touch /data/written; sleep 100000 & exec sleep 100001",
-        ],
-    );
+    ]);
     wait_until("the sandbox wrote /data/io", || {
         data.path().join("written").exists()
     });
@@ -190,7 +165,8 @@ fn shim_stats_pids_pause_and_update_on_the_v2_tree() {
     // Pids: what containerd lists is what the v2 tree holds
     wait_until("two processes in the sandbox", || procs(&dir).len() == 2);
     let (init, _) = task_status(&ctd, id).unwrap();
-    let pids = task_pids(&ctd, id);
+    let mut pids = ctd.task_pids(id);
+    pids.sort_unstable();
     assert_eq!(
         pids,
         procs(&dir),
@@ -301,7 +277,7 @@ fn shim_stats_pids_pause_and_update_on_the_v2_tree() {
     let left = ctd.wait_containers_gone(&[id], Duration::from_secs(10));
     assert!(left.is_empty(), "leftovers: {left:#?}");
     assert!(!dir.exists(), "{} survived the delete", dir.display());
-    assert_clean(ctd);
+    ctd.stop_and_assert_clean();
 }
 
 #[test]
@@ -316,35 +292,20 @@ fn shim_reports_v2_oom_kills_once_before_the_exit() {
 
     // io.paddock.oom=kernel: an exec'd hog is the victim, the init lives on
     let id = "survivor";
-    run_ok(
-        &ctd,
-        &[
-            "-d",
-            "--memory-limit",
-            &limit,
-            "--annotation",
-            "io.paddock.oom=kernel",
-            &image,
-            id,
-            "sleep",
-            "100000",
-        ],
-    );
+    ctd.ctr_run_ok(&[
+        "-d",
+        "--memory-limit",
+        &limit,
+        "--annotation",
+        "io.paddock.oom=kernel",
+        &image,
+        id,
+        "sleep",
+        "100000",
+    ]);
     let dir = cgroup(&ctd, id);
     assert_eq!(read_trimmed(&dir.join("memory.oom.group")), "0");
-    let fifo = ctd.fifo_dir().to_string_lossy().into_owned();
-    let out = ctd.ctr(&[
-        "tasks",
-        "exec",
-        "--fifo-dir",
-        &fifo,
-        "--exec-id",
-        "hog",
-        id,
-        "sh",
-        "-c",
-        HOG,
-    ]);
+    let out = ctd.ctr_exec(&[], id, "hog", &["sh", "-c", HOG]);
     assert_eq!(
         out.status.code(),
         Some(137),
@@ -364,12 +325,7 @@ fn shim_reports_v2_oom_kills_once_before_the_exit() {
     assert_eq!(u(&counted["oom_group_kill"]), 0, "{m}");
     // one OOM published for one kill, before the exec's exit
     let got = events.wait_for(id, "/tasks/exit", Duration::from_secs(10));
-    let oom: Vec<usize> = positions(&got, "/tasks/oom");
-    let exit = got.iter().position(|t| t == "/tasks/exit");
-    assert!(
-        oom.len() == 1 && exit.is_some_and(|e| oom[0] < e),
-        "want one /tasks/oom before the exec's /tasks/exit: {got:?}"
-    );
+    assert_one_oom_before_exit(&got, "the exec's");
     remove(&ctd, id);
 
     // the default policy (kill, memory.oom.group): the kernel counts the one victim twice in
@@ -392,14 +348,9 @@ fn shim_reports_v2_oom_kills_once_before_the_exit() {
         ctd.log_tail(30)
     );
     let got = events.wait_for(id, "/tasks/delete", Duration::from_secs(10));
-    let oom = positions(&got, "/tasks/oom");
-    let exit = got.iter().position(|t| t == "/tasks/exit");
-    assert!(
-        oom.len() == 1 && exit.is_some_and(|e| oom[0] < e),
-        "want one /tasks/oom before /tasks/exit: {got:?}"
-    );
+    assert_one_oom_before_exit(&got, "the init's");
     drop(events);
     let left = ctd.wait_containers_gone(&["survivor", id], Duration::from_secs(10));
     assert!(left.is_empty(), "leftovers: {left:#?}");
-    assert_clean(ctd);
+    ctd.stop_and_assert_clean();
 }

@@ -91,14 +91,24 @@ pub fn exec(root: &Path, sandbox: &str, opts: &ExecOptions) -> Result<i32> {
         Some(_) => (Vec::new(), opts.additional_gids.clone()),
         None => (opts.capabilities.clone(), opts.additional_gids.clone()),
     };
-    let process = match (&confinement, &opts.process) {
-        (Some(c), Some(p)) => Some(confined_process(c, p, &loaded.store.record_dir(sandbox))?),
-        (_, p) => p.as_ref().map(|p| ProcessFile(p.clone(), false)),
+    let given = match &opts.process {
+        Some(p) => Some((p, read_process(p)?)),
+        None => None,
     };
     // The process's own OOM score, set here first so that a refusal says what was refused.
-    if let Some(p) = &opts.process {
-        super::create::set_own_oom_score(p, "oomScoreAdj", process_oom_score(p)?)?;
+    if let Some((path, process)) = &given {
+        super::create::set_own_oom_score(path, "oomScoreAdj", process.oom_score_adj())?;
     }
+    let process = match (&confinement, given) {
+        (Some(c), Some((_, mut process))) => {
+            c.apply(&mut process);
+            Some(confined_process(
+                &process,
+                &loaded.store.record_dir(sandbox),
+            )?)
+        }
+        (_, given) => given.map(|(p, _)| ProcessFile(p.clone(), false)),
+    };
     super::drop_caller_groups()?;
     // libcontainer's tenant does not join the init's user namespace: paddock does (userns.rs).
     if let Some(init) = loaded.container.as_ref().and_then(|c| c.pid()) {
@@ -131,12 +141,11 @@ pub fn exec(root: &Path, sandbox: &str, opts: &ExecOptions) -> Result<i32> {
     Ok(pid?.as_raw())
 }
 
-/// The `oomScoreAdj` of a process spec file.
-fn process_oom_score(path: &Path) -> Result<Option<i32>> {
+/// A process spec file, parsed.
+fn read_process(path: &Path) -> Result<oci_spec::runtime::Process> {
     let data = std::fs::read(path).map_err(|e| Error::io("read process spec", path, e))?;
-    let process: oci_spec::runtime::Process = serde_json::from_slice(&data)
-        .map_err(|e| Error::Invalid(format!("process spec {}: malformed: {e}", path.display())))?;
-    Ok(process.oom_score_adj())
+    serde_json::from_slice(&data)
+        .map_err(|e| Error::Invalid(format!("process spec {}: malformed: {e}", path.display())))
 }
 
 /// A process spec handed to the engine; one paddock wrote (`.1`) is removed when dropped.
@@ -152,13 +161,12 @@ impl Drop for ProcessFile {
 
 /// The caller's process spec with the sandbox's confinement applied, written beside the
 /// sandbox's record for the engine to read.
-fn confined_process(c: &Confinement, path: &Path, record_dir: &Path) -> Result<ProcessFile> {
-    let data = std::fs::read(path).map_err(|e| Error::io("read process spec", path, e))?;
-    let mut process: oci_spec::runtime::Process = serde_json::from_slice(&data)
-        .map_err(|e| Error::Invalid(format!("process spec {}: malformed: {e}", path.display())))?;
-    c.apply(&mut process);
+fn confined_process(
+    process: &oci_spec::runtime::Process,
+    record_dir: &Path,
+) -> Result<ProcessFile> {
     let out = record_dir.join(format!("exec-process-{}.json", std::process::id()));
-    let data = serde_json::to_vec(&process)
+    let data = serde_json::to_vec(process)
         .map_err(|e| Error::Invalid(format!("encode {}: {e}", out.display())))?;
     std::fs::write(&out, data).map_err(|e| Error::io("write", &out, e))?;
     Ok(ProcessFile(out, true))
