@@ -34,6 +34,7 @@ pub mod memory;
 pub mod migration;
 pub mod monitor;
 pub mod network;
+pub mod nss;
 pub mod oom;
 pub mod policy;
 pub mod proc_events;

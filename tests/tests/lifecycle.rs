@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -446,4 +447,132 @@ fn workloads_start_with_default_signal_dispositions() {
         "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"
     );
     w.paddock(&["delete", "--force", "s2"]).ok();
+}
+
+/// An NSS module that records being loaded: its constructor creates `/marker/loaded`.
+/// It uses no libc, so it loads into any process (a static one included).
+const NSS_MODULE_C: &str = r#"
+static long sys3(long n, long a, long b, long c) {
+    long r;
+    __asm__ volatile ("syscall" : "=a"(r) : "a"(n), "D"(a), "S"(b), "d"(c) : "rcx", "r11", "memory");
+    return r;
+}
+__attribute__((constructor)) static void loaded(void) {
+    long fd = sys3(2 /* open */, (long)"/marker/loaded", 0101 /* O_WRONLY|O_CREAT */, 0644);
+    if (fd >= 0) sys3(3 /* close */, fd, 0, 0);
+}
+"#;
+
+/// The services an nsswitch.conf names for `db`, without `files` and the `[…]` actions.
+fn nss_services(conf: &str, db: &str) -> Vec<String> {
+    conf.lines()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(name, _)| name.trim() == db)
+        .flat_map(|(_, services)| services.split_whitespace())
+        .filter(|s| !s.starts_with('[') && *s != "files")
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn user_lookups_read_the_sandbox_passwd_file_only() {
+    if !require_root() {
+        return;
+    }
+    let w = World::new();
+    let src = w.path().join("nss.c");
+    fs::write(&src, NSS_MODULE_C).unwrap();
+    let module = w.path().join("libnss_paddocktest.so.2");
+    let out = std::process::Command::new("gcc")
+        .args([
+            "-shared",
+            "-nostdlib",
+            "-fPIC",
+            "-O2",
+            "-o",
+            s(&module),
+            s(&src),
+        ])
+        .output()
+        .expect("run gcc");
+    assert!(
+        out.status.success(),
+        "gcc: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // HOME unset, so the init looks the process user up; the image's nsswitch.conf names the
+    // module after the files.
+    let b = app_bundle(&w, "b", "t-nss", &["--", "sh", "-c", "echo home=$HOME"]);
+    w.edit_spec(&b, |v| {
+        v["annotations"]["io.paddock.user"] = "spec".into();
+        v["root"]["readonly"] = false.into();
+    });
+    // glibc keeps the configuration it read first: the host's, when the engine looked anything
+    // up before entering the sandbox. The module goes in under every name either may give.
+    let host = fs::read_to_string("/etc/nsswitch.conf").unwrap_or_default();
+    let mut services = nss_services(&host, "passwd");
+    services.push("paddocktest".into());
+    let rootfs = b.join("rootfs");
+    for dir in [
+        "lib/x86_64-linux-gnu",
+        "usr/lib/x86_64-linux-gnu",
+        "lib",
+        "usr/lib",
+    ] {
+        fs::create_dir_all(rootfs.join(dir)).unwrap();
+        for service in &services {
+            let name = format!("libnss_{service}.so.2");
+            fs::copy(&module, rootfs.join(dir).join(name)).unwrap();
+        }
+    }
+    fs::write(
+        rootfs.join("etc/nsswitch.conf"),
+        "passwd: files paddocktest\ngroup: files paddocktest\n",
+    )
+    .unwrap();
+    fs::write(
+        rootfs.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\napp:x:4242:4242::/home/app:/bin/sh\n",
+    )
+    .unwrap();
+    // (the sandbox's /tmp is a tmpfs of its own)
+    fs::create_dir(rootfs.join("marker")).unwrap();
+    fs::set_permissions(rootfs.join("marker"), fs::Permissions::from_mode(0o1777)).unwrap();
+    let marker = rootfs.join("marker/loaded");
+    // A user in the image's /etc/passwd: its home from the file.
+    w.edit_spec(&b, |v| {
+        v["process"]["user"] = serde_json::json!({"uid": 4242, "gid": 4242})
+    });
+    let (code, out) = run(&w, "n1", &b);
+    assert_eq!((code, out.trim()), (0, "home=/home/app"));
+    // A user the file lacks: no home, and the module named after the files is never loaded.
+    w.edit_spec(&b, |v| {
+        v["process"]["user"] = serde_json::json!({"uid": 4343, "gid": 4343})
+    });
+    let (code, out) = run(&w, "n2", &b);
+    assert_eq!((code, out.trim()), (0, "home="));
+    assert!(
+        !marker.exists(),
+        "the image's NSS module ran in the sandbox's init"
+    );
+    // The same for a process exec'd into a running sandbox.
+    w.edit_spec(&b, |v| {
+        v["process"]["args"] = serde_json::json!(["sleep", "1000"])
+    });
+    w.paddock(&["run", "-d", "--bundle", s(&b), "n3"]).ok();
+    let r = w.paddock(&[
+        "exec",
+        "--user",
+        "4343:4343",
+        "n3",
+        "sh",
+        "-c",
+        "echo home=$HOME",
+    ]);
+    w.paddock(&["delete", "--force", "n3"]).ok();
+    assert_eq!((r.code, r.stdout.trim()), (0, "home="), "{}", r.stderr);
+    assert!(
+        !marker.exists(),
+        "the image's NSS module ran in an exec'd process"
+    );
 }

@@ -117,6 +117,7 @@ pub fn create(root: &Path, sandbox: &str, opts: &CreateOptions) -> Result<i32> {
     };
 
     super::drop_caller_groups()?;
+    crate::nss::files_only()?;
     let cpu_node = cpu::Node::new(&config.as_ref().map(|c| c.cpu.clone()).unwrap_or_default())?;
     let record_dir = store.create(sandbox)?;
     let identity = match (&config, identity_wanted) {

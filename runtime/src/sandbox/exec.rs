@@ -110,6 +110,7 @@ pub fn exec(root: &Path, sandbox: &str, opts: &ExecOptions) -> Result<i32> {
         (_, given) => given.map(|(p, _)| ProcessFile(p.clone(), false)),
     };
     super::drop_caller_groups()?;
+    crate::nss::files_only()?;
     // libcontainer's tenant does not join the init's user namespace: paddock does (userns.rs).
     if let Some(init) = loaded.container.as_ref().and_then(|c| c.pid()) {
         crate::userns::join_of(init.as_raw())?;
