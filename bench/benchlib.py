@@ -51,7 +51,9 @@ BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH_DIR)
 MKBUNDLE = os.path.join(REPO, "scripts", "mkbundle.sh")
 OUT_DIR = os.path.join(BENCH_DIR, "out")
-DEFAULT_PADDOCK = os.path.join(REPO, "target", "release", "paddock")
+# where `cargo build --release` puts the binaries (the target is named in .cargo/config.toml)
+RELEASE_DIR = os.path.join(REPO, "target", "x86_64-unknown-linux-gnu", "release")
+DEFAULT_PADDOCK = os.path.join(RELEASE_DIR, "paddock")
 CG_PARENT = "paddock-bench"          # every cgroup the bench makes lives under /paddock-bench
 
 

@@ -100,7 +100,7 @@ def probe_after_create(sess, rt, pid, cgpath, probe):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runtimes", help="comma list of paddock,runc,crun (default: all; paddock only if built)")
-    ap.add_argument("--paddock", help="paddock binary (default $PADDOCK or target/release/paddock)")
+    ap.add_argument("--paddock", help="paddock binary (default $PADDOCK or target/x86_64-unknown-linux-gnu/release/paddock)")
     ap.add_argument("--iterations", type=int, default=200)
     ap.add_argument("--warmup", type=int, default=10, help="warm-up iterations, not recorded (default 10)")
     ap.add_argument("--order", choices=("shuffle", "rotate"), default="shuffle")

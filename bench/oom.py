@@ -125,7 +125,7 @@ def pct(xs, p):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--paddock", default=os.environ.get("PADDOCK", os.path.join(REPO, "target/release/paddock")))
+    ap.add_argument("--paddock", default=os.environ.get("PADDOCK", os.path.join(REPO, "target/x86_64-unknown-linux-gnu/release/paddock")))
     ap.add_argument("--ooms", type=int, default=200)
     ap.add_argument("--stops", type=int, default=100, help="plain stop/delete cycles checked for spurious events")
     args = ap.parse_args()

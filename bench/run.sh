@@ -37,7 +37,7 @@ if [[ ",$RUNTIMES," == *,paddock,* ]]; then
     command -v cargo >/dev/null || die "cargo not found; install Rust or give PADDOCK=/path/to/paddock"
     echo "run.sh: cargo build --release -p paddock-runtime" >&2
     (cd "$repo" && cargo build --release -p paddock-runtime)
-    PADDOCK=$repo/target/release/paddock
+    PADDOCK=$repo/target/x86_64-unknown-linux-gnu/release/paddock
   fi
   [ -x "$PADDOCK" ] || die "PADDOCK=$PADDOCK is not an executable"
   PADDOCK=$(cd "$(dirname "$PADDOCK")" && pwd)/$(basename "$PADDOCK")

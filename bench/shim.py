@@ -298,7 +298,7 @@ def main():
     ap.add_argument("--iterations", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--containers", type=int, default=100)
-    ap.add_argument("--bin-dir", default=os.path.join(REPO, "target", "release"),
+    ap.add_argument("--bin-dir", default=benchlib.RELEASE_DIR,
                     help="directory with containerd-shim-paddock-v2 and paddock")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--state-on-disk", action="store_true",

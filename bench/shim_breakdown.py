@@ -298,7 +298,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--pause", type=float, default=0.3, help="seconds between runs")
-    ap.add_argument("--bin-dir", default=os.path.join(sb.REPO, "target", "release"))
+    ap.add_argument("--bin-dir", default=sb.benchlib.RELEASE_DIR)
     ap.add_argument("--baseline", default="", help="directory with an older shim and paddock")
     ap.add_argument("--raw", default="", help="also write the trace here")
     a = ap.parse_args()

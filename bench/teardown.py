@@ -113,7 +113,7 @@ def trial(sess, rt, bundle, config, mode, label, nprocs, fill_timeout, settle):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runtimes", help="comma list of paddock,runc,crun (default: all; paddock only if built)")
-    ap.add_argument("--paddock", help="paddock binary (default $PADDOCK or target/release/paddock)")
+    ap.add_argument("--paddock", help="paddock binary (default $PADDOCK or target/x86_64-unknown-linux-gnu/release/paddock)")
     ap.add_argument("--reps", type=int, default=5, help="repetitions per runtime and mode (default 5)")
     ap.add_argument("--warmup", type=int, default=1, help="unrecorded force-mode trials per runtime (default 1)")
     ap.add_argument("--modes", default="force,kill")

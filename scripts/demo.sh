@@ -16,7 +16,7 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "building paddock, its containerd shim and paddock-stager"
 cargo build -q --locked -p paddock-runtime -p containerd-shim-paddock -p paddock-stager
-bin=$PWD/target/debug
+bin=$PWD/target/x86_64-unknown-linux-gnu/debug   # .cargo/config.toml names the target
 # containerd finds the shim (containerd-shim-paddock-v2) on its PATH; the shim runs the
 # paddock next to it
 export PATH="$bin:$PATH"

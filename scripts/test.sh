@@ -22,7 +22,7 @@ need_space() { # <dir> <GiB>
     exit 1
   fi
 }
-if [ -d target/debug ]; then need_space . 3; else need_space . 8; fi
+if [ -d target/x86_64-unknown-linux-gnu/debug ]; then need_space . 3; else need_space . 8; fi
 need_space "${TMPDIR:-/tmp}" 2
 
 leftovers() {
@@ -40,7 +40,7 @@ leftovers() {
       case $master in paddock*|pdst*) echo "veth $name master $master" ;; esac
     done
     awk '$0 ~ / - nsfs / && $5 ~ /\/netns\/[^\/]+$/ && $5 !~ /^\/run\/netns\// {print "netns " $5}' /proc/self/mountinfo
-    ps -eo pid=,stat=,args= | grep -E 'paddock|containerd-shim' | grep -v -E 'grep|scripts/test.sh|cargo|target/debug/deps' \
+    ps -eo pid=,stat=,args= | grep -E 'paddock|containerd-shim' | grep -v -E 'grep|scripts/test.sh|cargo|target/x86_64-unknown-linux-gnu/debug/deps' \
       | awk '$2 !~ /^Z/ {print "process " $0}' || true
   } | sort
 }

@@ -43,7 +43,8 @@ build() { # crate dir, cargo arguments...
 }
 # The shim tests find containerd-shim-paddock-v2 next to paddock ($PADDOCK_BIN).
 cargo build --locked --workspace --bins
-cp target/debug/paddock target/debug/containerd-shim-paddock-v2 "$stage/bin/"
+bin=target/x86_64-unknown-linux-gnu/debug   # .cargo/config.toml names the target
+cp "$bin/paddock" "$bin/containerd-shim-paddock-v2" "$stage/bin/"
 if [ ${#quota_tests[@]} -gt 0 ]; then
   build quota -p paddock-quota --features vm $(printf -- '--test %s ' "${quota_tests[@]}")
 fi

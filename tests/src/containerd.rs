@@ -176,7 +176,7 @@ pub struct ContainerdConfig {
 impl ContainerdConfig {
     /// paddock's shim: [`Containerd::ctr_run`] passes `--runtime io.containerd.paddock.v2`, and
     /// `bin_dir` (holding `containerd-shim-paddock-v2` and `paddock`, as `cargo build` leaves
-    /// them in `target/debug`) comes first on containerd's PATH, where containerd finds shims.
+    /// them in [`crate::build_dir`]) comes first on containerd's PATH, where containerd finds shims.
     pub fn paddock_shim(bin_dir: &Path) -> Self {
         ContainerdConfig {
             runtime: Some(PADDOCK_RUNTIME.to_string()),

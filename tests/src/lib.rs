@@ -28,12 +28,18 @@ pub fn workspace() -> PathBuf {
         .unwrap_or_default()
 }
 
+/// Where `cargo build` puts the workspace's debug binaries (`.cargo/config.toml` names the
+/// target, so they are under its name).
+pub fn build_dir() -> PathBuf {
+    workspace().join("target/x86_64-unknown-linux-gnu/debug")
+}
+
 /// The `paddock` binary under test: `$PADDOCK_BIN`, else the workspace's debug build.
 pub fn paddock_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("PADDOCK_BIN") {
         return PathBuf::from(p);
     }
-    let p = workspace().join("target/debug/paddock");
+    let p = build_dir().join("paddock");
     assert!(
         p.exists(),
         "{} is missing: run `cargo build` first (scripts/test.sh does)",

@@ -16,11 +16,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use paddock_tests::containerd::{ensure_packages, Containerd, ContainerdConfig};
-use paddock_tests::{eventually, net, require_root, snapshot, workspace, HostSnapshot};
+use paddock_tests::{build_dir, eventually, net, require_root, snapshot, workspace, HostSnapshot};
 use serde_json::Value;
 
 fn stager_bin() -> PathBuf {
-    let p = workspace().join("target/debug/paddock-stager");
+    let p = build_dir().join("paddock-stager");
     assert!(
         p.exists(),
         "{} is missing: run `cargo build` first",
@@ -126,10 +126,7 @@ impl Stager {
         let tmp = tempfile::tempdir().unwrap();
         fs::create_dir_all(tmp.path().join("state")).unwrap();
         let host_before = snapshot(&tmp.path().join("state"), "paddock");
-        let ctd = Containerd::start(ContainerdConfig::paddock_shim(
-            &workspace().join("target/debug"),
-        ))
-        .unwrap();
+        let ctd = Containerd::start(ContainerdConfig::paddock_shim(&build_dir())).unwrap();
         let n = std::process::id() % 200 + 20;
         Some(Stager {
             cleanup: Cleanup {
