@@ -1,6 +1,7 @@
 """Shared plumbing for paddock's whole-process benchmarks (python3 stdlib only).
 
-Used by lifecycle.py and teardown.py. Everything here runs as root on the node
+Used by lifecycle.py and teardown.py; shim.py takes its node config and release directory,
+cpu.py, quota.py and oom.py its default paddock. Everything here runs as root on the node
 under test and cleans up after itself:
 
 * an exclusive lock (/run/paddock-bench.lock) so two bench runs never share
@@ -71,6 +72,8 @@ def node_config(state):
     with open(config, "w") as f:
         f.write('[identity]\nlease_dir = "%s/leases"\n\n[cpu]\nstate_dir = "%s/cpu"\n' % (node, node))
     return config
+
+
 LOCK_PATH = "/run/paddock-bench.lock"
 UNIFIED = "/sys/fs/cgroup/unified"
 

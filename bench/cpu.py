@@ -28,6 +28,8 @@ import sys
 import tempfile
 import time
 
+import benchlib  # beside this script
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 BUSY = "while :; do :; done"
@@ -214,7 +216,7 @@ def create_cost(node, neighbours, iterations, baseline=None):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--paddock", default=os.environ.get("PADDOCK", os.path.join(REPO, "target/x86_64-unknown-linux-gnu/release/paddock")))
+    ap.add_argument("--paddock", default=os.environ.get("PADDOCK", benchlib.DEFAULT_PADDOCK))
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--neighbours", type=int, default=8)
     ap.add_argument("--iterations", type=int, default=15)

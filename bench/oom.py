@@ -20,6 +20,8 @@ import tempfile
 import threading
 import time
 
+import benchlib  # beside this script
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 APP = "bench-oom"
@@ -125,7 +127,7 @@ def pct(xs, p):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--paddock", default=os.environ.get("PADDOCK", os.path.join(REPO, "target/x86_64-unknown-linux-gnu/release/paddock")))
+    ap.add_argument("--paddock", default=os.environ.get("PADDOCK", benchlib.DEFAULT_PADDOCK))
     ap.add_argument("--ooms", type=int, default=200)
     ap.add_argument("--stops", type=int, default=100, help="plain stop/delete cycles checked for spurious events")
     args = ap.parse_args()

@@ -19,6 +19,8 @@ import sys
 import tempfile
 import time
 
+import benchlib  # beside this script
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 
@@ -48,7 +50,7 @@ def timed(cmd, env):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--paddock", default=os.environ.get("PADDOCK", os.path.join(REPO, "target/x86_64-unknown-linux-gnu/release/paddock")))
+    ap.add_argument("--paddock", default=os.environ.get("PADDOCK", benchlib.DEFAULT_PADDOCK))
     ap.add_argument("--iterations", type=int, default=50)
     ap.add_argument("--project-store", help="a directory on a prjquota filesystem, to time project quota")
     args = ap.parse_args()

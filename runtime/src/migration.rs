@@ -113,8 +113,8 @@ fn fork_mover(path: &CString) -> Option<Pid> {
 /// shim, as it starts: its first `create` then finds the grace period over instead of waiting
 /// for all of it). The caller finds the cgroup layout, so the child has only its move to make
 /// and the grace period starts as soon as the child runs (0.1 ms after the fork, against
-/// 0.5 ms for a child that found the layout itself). Returns the
-/// child's pid, for the caller's reaper. Must be called while the caller is single-threaded.
+/// 0.5 ms for a child that found the layout itself). Returns the child's pid, for the caller's
+/// reaper. Must be called while the caller is single-threaded.
 pub fn spawn_detached() -> Option<Pid> {
     let layout = Layout::detect().ok()?;
     fork_mover(&procs_file(&layout)?)

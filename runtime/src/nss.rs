@@ -52,11 +52,4 @@ mod tests {
     fn both_databases_are_accepted() {
         assert!(files_only().is_ok());
     }
-
-    #[test]
-    fn an_unknown_database_is_refused() {
-        // SAFETY: as in files_only.
-        let rc = unsafe { __nss_configure_lookup(c"no-such-db".as_ptr(), c"files".as_ptr()) };
-        assert_eq!(rc, -1);
-    }
 }

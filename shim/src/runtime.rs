@@ -130,11 +130,12 @@ impl Paddock {
     }
 }
 
-/// Cleans the library search path `paddock` (and a logging binary) will inherit. Call once,
-/// while the shim is single-threaded. containerd appends its `opt` library directory to
-/// `LD_LIBRARY_PATH` (`":<root>/opt/lib"` when it was unset), which leaves an empty entry, the
-/// current directory (the bundle, for the shim), and usually names a directory that does not
-/// exist: the dynamic loader then probes ~30 paths in each for every library of every exec.
+/// Cleans the library search path the shim's children inherit: a logging binary, and what
+/// `paddock` starts with its environment (paddock itself is linked statically and reads none).
+/// Call once, while the shim is single-threaded. containerd appends its `opt` library directory
+/// to `LD_LIBRARY_PATH` (`":<root>/opt/lib"` when it was unset), which leaves an empty entry,
+/// the current directory (the bundle, for the shim), and usually names a directory that does
+/// not exist: a dynamic loader then probes ~30 paths in each for every library it loads.
 pub fn clean_library_path() {
     let Some(value) = std::env::var_os("LD_LIBRARY_PATH") else {
         return;

@@ -569,6 +569,25 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Builds `tests/fixtures/<name>.c` with gcc and `flags` into `out`, which must succeed.
+#[track_caller]
+pub fn gcc_fixture(name: &str, flags: &[&str], out: &Path) {
+    let src = workspace().join(format!("tests/fixtures/{name}.c"));
+    let built = Command::new("gcc")
+        .args(flags)
+        .arg("-O2")
+        .arg("-o")
+        .arg(out)
+        .arg(&src)
+        .output()
+        .unwrap_or_else(|e| panic!("run gcc: {e}"));
+    assert!(
+        built.status.success(),
+        "gcc {name}.c: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+}
+
 /// Output of a plain command, for host-side checks.
 pub fn sh(cmd: &str) -> Output {
     Command::new("sh")

@@ -381,18 +381,7 @@ fn another_sandboxs_files_are_out_of_reach() {
 /// Builds `tests/fixtures/attack.c` static into a bundle's rootfs as `/bin/attack`: busybox has
 /// no way to call ptrace or process_vm_readv.
 fn install_attack(bundle: &Path) {
-    let src = workspace().join("tests/fixtures/attack.c");
-    let out = std::process::Command::new("gcc")
-        .args(["-static", "-O2", "-o"])
-        .arg(bundle.join("rootfs/bin/attack"))
-        .arg(&src)
-        .output()
-        .expect("run gcc");
-    assert!(
-        out.status.success(),
-        "gcc attack.c: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    gcc_fixture("attack", &["-static"], &bundle.join("rootfs/bin/attack"));
 }
 
 #[test]

@@ -449,20 +449,6 @@ fn workloads_start_with_default_signal_dispositions() {
     w.paddock(&["delete", "--force", "s2"]).ok();
 }
 
-/// An NSS module that records being loaded: its constructor creates `/marker/loaded`.
-/// It uses no libc, so it loads into any process (a static one included).
-const NSS_MODULE_C: &str = r#"
-static long sys3(long n, long a, long b, long c) {
-    long r;
-    __asm__ volatile ("syscall" : "=a"(r) : "a"(n), "D"(a), "S"(b), "d"(c) : "rcx", "r11", "memory");
-    return r;
-}
-__attribute__((constructor)) static void loaded(void) {
-    long fd = sys3(2 /* open */, (long)"/marker/loaded", 0101 /* O_WRONLY|O_CREAT */, 0644);
-    if (fd >= 0) sys3(3 /* close */, fd, 0, 0);
-}
-"#;
-
 /// The services an nsswitch.conf names for `db`, without `files` and the `[…]` actions.
 fn nss_services(conf: &str, db: &str) -> Vec<String> {
     conf.lines()
@@ -480,26 +466,10 @@ fn user_lookups_read_the_sandbox_passwd_file_only() {
         return;
     }
     let w = World::new();
-    let src = w.path().join("nss.c");
-    fs::write(&src, NSS_MODULE_C).unwrap();
     let module = w.path().join("libnss_paddocktest.so.2");
-    let out = std::process::Command::new("gcc")
-        .args([
-            "-shared",
-            "-nostdlib",
-            "-fPIC",
-            "-O2",
-            "-o",
-            s(&module),
-            s(&src),
-        ])
-        .output()
-        .expect("run gcc");
-    assert!(
-        out.status.success(),
-        "gcc: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    gcc_fixture("nss_marker", &["-shared", "-nostdlib", "-fPIC"], &module);
+    let lookup = w.path().join("lookup");
+    gcc_fixture("lookup", &["-static"], &lookup);
     // HOME unset, so the init looks the process user up; the image's nsswitch.conf names the
     // module after the files.
     let b = app_bundle(&w, "b", "t-nss", &["--", "sh", "-c", "echo home=$HOME"]);
@@ -539,6 +509,14 @@ fn user_lookups_read_the_sandbox_passwd_file_only() {
     fs::create_dir(rootfs.join("marker")).unwrap();
     fs::set_permissions(rootfs.join("marker"), fs::Permissions::from_mode(0o1777)).unwrap();
     let marker = rootfs.join("marker/loaded");
+    // Control: glibc, asked for a user the files lack, loads the module from this image.
+    let out = std::process::Command::new(&lookup)
+        .arg(&rootfs)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "-\n", "{out:?}");
+    assert!(marker.exists(), "the control did not load the module");
+    fs::remove_file(&marker).unwrap();
     // A user in the image's /etc/passwd: its home from the file.
     w.edit_spec(&b, |v| {
         v["process"]["user"] = serde_json::json!({"uid": 4242, "gid": 4242})

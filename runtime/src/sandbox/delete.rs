@@ -68,15 +68,16 @@ pub fn delete(root: &Path, sandbox: &str, force: bool) -> Result<()> {
         ));
     }
     monitor::stop(&loaded.store.record_dir(sandbox));
+    let cgroups_path = loaded.cgroups_path();
     let cpu_state = loaded.record.as_ref().and_then(|r| r.cpu_state.as_deref());
-    let layout = match (loaded.cgroups_path(), cpu_state) {
+    let layout = match (&cgroups_path, cpu_state) {
         (None, None) => None,
         _ => Some(Layout::detect()?),
     };
     // Read once for the CPU registry and the identity pool.
     let node = NodeConfig::load_default();
-    if let (Some(path), Some(layout)) = (loaded.cgroups_path(), &layout) {
-        let cg = SandboxCgroup::new(layout.clone(), &path);
+    if let (Some(path), Some(layout)) = (&cgroups_path, &layout) {
+        let cg = SandboxCgroup::new(layout.clone(), path);
         teardown::kill_everything(&cg)?;
         teardown::remove_cgroups(&cg)?;
         if let Some(app) = loaded.record.as_ref().and_then(|r| r.app.as_deref()) {
